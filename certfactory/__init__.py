@@ -1,0 +1,1 @@
+"""certfactory's composition root: settings, wiring and the command line."""

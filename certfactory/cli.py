@@ -1,0 +1,161 @@
+"""The ``certfactory`` command line (DESIGN.md §4b). Errors are messages, not tracebacks;
+every command that prints a result has ``--json``; exit 0 only when all asked for succeeded."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from certfactory import operations, wiring
+from certfactory.settings import Settings
+from factory.errors import CertFactoryError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(f"CERTFACTORY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        raise click.ClickException(f"bad setting: {problems}") from None
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
+
+
+class _Group(click.Group):
+    """Turns certfactory's errors into one-line messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CertFactoryError as error:
+            raise click.ClickException(error.diagnostics()) from None
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """certfactory: bulk issuance of signing certificates on hardware tokens."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init(as_json: bool) -> None:
+    """Create $CERTFACTORY_HOME: the ledger, the CA token with its keys, the CA certificates."""
+    settings = _settings()
+    created = wiring.initialise(settings)
+    text = ("created: " + ", ".join(created)) if created else \
+        f"nothing to do: {settings.resolved_home} is already initialised"
+    _print({"home": str(settings.resolved_home), "created": created}, as_json, text)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--agency", "agency_code", required=True, help="Code of the managing agency filing the batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def submit(file: Path, agency_code: str, as_json: bool) -> None:
+    """Submit a batch FILE (.jsonl) of request records."""
+    settings = _settings()
+    ledger = wiring.ledger(settings)
+    report = operations.submit(settings, ledger, file, agency_code)
+    lines = [f"batch {report['batch_id']}: {report['accepted']} accepted, {report['rejected']} rejected, "
+             f"{report['duplicates']} already known"]
+    for row in report["rows"]:
+        for reason in row["reasons"]:
+            lines.append(f"  row {row['row']} ({row['request_ref']}): {reason['message']}")
+    _print(report, as_json, "\n".join(lines))
+
+
+@main.command()
+@click.option("--batch", "batch_id", help="Only this batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def status(batch_id: str | None, as_json: bool) -> None:
+    """Requests per state."""
+    settings = _settings()
+    report = operations.status(wiring.ledger(settings), batch_id)
+    text = "\n".join(f"{state:>20}  {count}" for state, count in report["states"].items())
+    _print(report, as_json, text + f"\n{'total':>20}  {report['total']}")
+
+
+@main.command()
+@click.option("--request", "request_id", help="Activate one request.")
+@click.option("--batch", "batch_id", help="Activate every request of the batch awaiting activation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def activate(request_id: str | None, batch_id: str | None, as_json: bool) -> None:
+    """The agency handed the device over: publish the certificate, effective from now."""
+    if bool(request_id) == bool(batch_id):
+        raise click.UsageError("give exactly one of --request ID or --batch ID")
+    settings = _settings()
+    ledger = wiring.ledger(settings)
+    from schemas.status import RequestState
+
+    if request_id:
+        row = ledger.get_request(request_id)
+        if row is None:
+            raise click.ClickException(f"no request {request_id}")
+        ids = [request_id]
+    else:
+        ids = ledger.request_ids(batch_id=batch_id, state=RequestState.awaiting_activation)
+    activated = operations.activate(settings, ids)
+    _print({"activated": activated}, as_json, f"activated {len(activated)} request(s); publication queued")
+    if request_id and not activated:
+        state = ledger.get_request(request_id).state  # type: ignore[union-attr]
+        if state not in ("activated", "published"):
+            raise click.ClickException(f"request {request_id} is {state}, not awaiting activation")
+
+
+@main.command()
+@click.option("--pool", type=click.Choice(["all", "station", "ca", "general"]), default="all",
+              help="Which queues this host serves (station: generate_key, package; ca: sign; general: the rest).")
+def worker(pool: str) -> None:
+    """Run the worker pools until stopped (an embedded redis-server without CERTFACTORY_REDIS_URL)."""
+    from certfactory.embedded import RedisServer, WorkerPools
+
+    settings = _settings()
+    layout = wiring.home(settings)
+    server = None
+    if not settings.redis_url:
+        server = RedisServer(layout.run / "redis").start()
+        layout.redis_url_file.write_text(server.url)
+        click.echo(f"embedded redis-server at {server.url}")
+    pools = WorkerPools(settings, wiring.redis_url(settings),
+                        ("station", "ca", "general") if pool == "all" else (pool,)).start()
+    click.echo(f"workers running ({', '.join(pools.pools)}); logs in {pools.logs}; Ctrl-C stops them")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not all(pools.alive().values()):
+            click.echo(f"a worker pool exited; see {pools.logs}", err=True)
+            break
+    pools.stop()
+    if server:
+        layout.redis_url_file.unlink(missing_ok=True)
+        server.stop()
+
+
+@main.command()
+@click.option("--count", default=50, show_default=True, type=click.IntRange(1, 100_000), help="Requests to issue.")
+@click.option("--key-type", default="rsa2048", show_default=True,
+              type=click.Choice(["rsa2048", "rsa3072", "ecdsa-p256"]), help="Key type of every request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(count: int, key_type: str, as_json: bool) -> None:
+    """Issue COUNT synthetic requests through every stage on the real parts, then stop."""
+    from certfactory.demo import run_demo
+
+    summary = run_demo(_settings(), count, key_type, as_json)
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False, default=str))
+    if summary["states"]["published"] != summary["accepted"] or summary["accepted"] != count:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Every setting, from ``CERTFACTORY_*`` environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SOFTHSM2_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+class Settings(BaseSettings):
+    """certfactory's configuration. Each field is the variable ``CERTFACTORY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CERTFACTORY_", frozen=True, extra="ignore")
+
+    home: Path = Field(default=Path("./var"), description="All state of an embedded run")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file under home")
+    redis_url: str | None = Field(default=None, description="Broker; default the embedded redis-server under home")
+    pkcs11_module: str = Field(default=SOFTHSM2_MODULE, description="PKCS#11 module of the CA token")
+    device_pkcs11_module: str = Field(default=SOFTHSM2_MODULE, description="PKCS#11 module of the device station")
+    ca_token_label: str = Field(default="certfactory-ca", description="Label of the CA token")
+    ca_pin_file: Path | None = Field(default=None, description="File holding the CA token user PIN (mode 0600)")
+    station: str = Field(default="station-1", description="Name of this personalisation station")
+    station_ports: int = Field(default=8, ge=1, le=256, description="Blank devices a station provisions at once")
+    ca_organization: str = Field(default="certfactory Demo CA", description="O of the CA certificates")
+    repository_url: str = Field(
+        default="http://127.0.0.1:8080/repository", description="Public base URL of the repository (CDP, AIA)"
+    )
+    certificate_days: int = Field(default=1095, ge=1, le=1826, description="Subscriber certificate validity")
+    # RFC 7229's id-TEST-certPolicyOne: a demo CA must not claim a real policy, and a
+    # 2.25.<uuid> arc breaks pyasn1-based tools (pkilint) that cap arcs at 32 bits.
+    policy_oid: str = Field(default="1.3.6.1.5.5.7.13.1", description="Certificate policy OID")
+    allowed_key_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("rsa2048", "rsa3072", "ecdsa-p256"), description="Key types the policy allows"
+    )
+    worker_processes: int = Field(default=0, ge=0, le=64, description="Station worker processes; 0 = one per core")
+    http_address: str = Field(default="127.0.0.1:8080", description="Address of `certfactory serve`")
+    pickup_address: str = Field(
+        default="Phòng tiếp nhận, trụ sở CA, Hà Nội", description="Where agencies collect devices by default"
+    )
+    pickup_hours: str = Field(default="08:00–11:30, 13:30–16:30", description="When agencies collect by default")
+
+    @field_validator("allowed_key_types", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def resolved_home(self) -> Path:
+        """The absolute home directory (children and other hosts need absolute paths)."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def ledger_url(self) -> str:
+        """The database URL in force."""
+        return self.database_url or f"sqlite:///{self.resolved_home / 'ledger.sqlite'}"
+
+    @property
+    def ca_pin_path(self) -> Path:
+        """Where the CA token's user PIN is kept."""
+        return self.ca_pin_file or self.resolved_home / "ca" / "user.pin"
+
+    @property
+    def station_processes(self) -> int:
+        """How many station worker processes to run."""
+        return self.worker_processes or max(1, os.cpu_count() or 1)

@@ -1,0 +1,216 @@
+"""Device lifecycle on a personalisation station: blank → personalised → packaged.
+
+A station has ports (a SoftHSM2 token directory here, USB slots in production). Blank
+devices arrive a batch at a time; personalising one sets the subscriber's PINs (written
+to the PIN envelope first, so a crash can always be recovered) and generates the key on
+it; packaging writes the certificate and chain to it and ejects it from the station, so
+the station's token directory, and with it every lookup, stays small.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pkcs11.exceptions as p11
+
+from factory import softhsm, tokens
+from factory.errors import PermanentError
+
+# What a blank device ships with, like a USB token's printed transport PINs: not secret.
+TRANSPORT_SO_PIN = "blank-so-0000"
+TRANSPORT_USER_PIN = "blank-user-0000"
+_PIN_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class PinEnvelope:
+    """The sealed envelope's content. Lives only in a 0600 file, never in the ledger."""
+
+    serial: str
+    user_pin: str
+    so_pin: str
+
+
+def _new_pin(length: int) -> str:
+    return "".join(secrets.choice(_PIN_ALPHABET) for _ in range(length))
+
+
+class Station:
+    """A personalisation station: its token directory, the devices it ejects, the envelopes."""
+
+    def __init__(self, name: str, home: Path, module: str, ports: int = 8) -> None:
+        self.name = name
+        self.module = module
+        self.ports = ports
+        self.root = home / "station" / name
+        self.tokendir = self.root / "tokens"
+        self.config = self.root / "softhsm2.conf"
+        self.devices_root = home / "devices"
+        self.envelopes = home / "pin-envelopes"
+
+    def prepare(self) -> None:
+        """Create the station's directories and its softhsm2.conf (idempotent)."""
+        if not self.config.exists():
+            softhsm.write_config(self.config, self.tokendir)
+        self.devices_root.mkdir(parents=True, exist_ok=True)
+        self.envelopes.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @contextmanager
+    def _provisioning_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".provision.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def provision_blank(self, count: int, known: set[str]) -> list[tuple[str, str]]:
+        """Plug ``count`` blank devices into the station (one lock, then one re-read of
+        the slots). Returns (serial, token directory) of devices the ledger does not know
+        yet — also ones an earlier crashed call left behind."""
+        self.prepare()
+        with self._provisioning_lock():
+            present = softhsm.token_directories(self.tokendir)
+            unknown = {s: d for s, d in present.items() if s not in known}
+            for _ in range(max(0, count - len(unknown))):
+                softhsm.init_token(self.config, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
+            fresh = {s: d for s, d in softhsm.token_directories(self.tokendir).items() if s not in known}
+        tokens.reinitialize(self.module)
+        return sorted(fresh.items())
+
+    def refresh(self) -> None:
+        """Re-read the station's slots. SoftHSM2 keeps each process's view of a token as it
+        was when the process last read the slots (PINs included), and another station
+        process may have personalised or ejected a device since: every device stage starts
+        here."""
+        tokens.reinitialize(self.module)
+
+    # -- PIN envelopes ----------------------------------------------------------------------
+
+    def envelope_path(self, serial: str) -> Path:
+        """Where a device's PIN envelope lives."""
+        return self.envelopes / f"{serial}.json"
+
+    def read_envelope(self, serial: str) -> PinEnvelope | None:
+        """The device's envelope, or None before personalisation."""
+        path = self.envelope_path(serial)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return PinEnvelope(serial=serial, user_pin=data["user_pin"], so_pin=data["so_pin"])
+
+    def _write_envelope(self, envelope: PinEnvelope, **extra: str) -> None:
+        path = self.envelope_path(envelope.serial)
+        temporary = path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"serial": envelope.serial, "user_pin": envelope.user_pin, "so_pin": envelope.so_pin, **extra},
+                      handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+    # -- personalisation ----------------------------------------------------------------------
+
+    def personalise(self, serial: str) -> PinEnvelope:
+        """Give the device its own SO and user PINs. The envelope is written before the
+        PINs are set, so a retry after a crash knows them; safe to call again."""
+        envelope = self.read_envelope(serial)
+        if envelope is None:
+            envelope = PinEnvelope(serial=serial, user_pin=_new_pin(8), so_pin=_new_pin(16))
+            self._write_envelope(envelope)
+        token = tokens.find_token(self.module, serial=serial)
+        with tokens.token_lock:
+            so_pin = self._so_login_pin(token, envelope)
+            try:
+                with token.open(rw=True, so_pin=so_pin) as session:
+                    if so_pin != envelope.so_pin:
+                        session.set_pin(so_pin, envelope.so_pin)
+                    session.init_pin(envelope.user_pin)
+            except p11.PKCS11Error as error:
+                tokens.raise_token_error(error, f"personalising device {serial}")
+        return envelope
+
+    @staticmethod
+    def _so_login_pin(token: object, envelope: PinEnvelope) -> str:
+        for candidate in (envelope.so_pin, TRANSPORT_SO_PIN):
+            try:
+                with token.open(rw=True, so_pin=candidate):  # type: ignore[attr-defined]
+                    return candidate
+            except p11.PinIncorrect:
+                continue
+            except p11.PKCS11Error as error:
+                tokens.raise_token_error(error, f"opening device {envelope.serial} as SO")
+        raise PermanentError(f"device {envelope.serial}: neither its envelope's nor the transport SO PIN opens it")
+
+    def generate_key(self, serial: str, key_type: str, key_id: bytes, label: str) -> bytes:
+        """The device's key pair (SubjectPublicKeyInfo DER): the one already made for this
+        key id, or a new one generated on the device."""
+        envelope = self._envelope_or_fail(serial)
+        token = tokens.find_token(self.module, serial=serial)
+        with tokens.user_session(token, envelope.user_pin) as session:
+            existing = tokens.find_private_key(session, key_id=key_id)
+            if existing is not None:
+                return tokens.public_key_der(session, existing)
+            return tokens.generate_keypair(session, key_type, key_id, label)
+
+    def device_public_key(self, serial: str, key_id: bytes) -> bytes | None:
+        """The public key of the device's key pair, read from the device."""
+        envelope = self._envelope_or_fail(serial)
+        token = tokens.find_token(self.module, serial=serial)
+        with tokens.user_session(token, envelope.user_pin, rw=False) as session:
+            private = tokens.find_private_key(session, key_id=key_id)
+            return None if private is None else tokens.public_key_der(session, private)
+
+    def _envelope_or_fail(self, serial: str) -> PinEnvelope:
+        envelope = self.read_envelope(serial)
+        if envelope is None:
+            raise PermanentError(f"device {serial} has no PIN envelope: it was never personalised")
+        return envelope
+
+    # -- packaging ----------------------------------------------------------------------------
+
+    def write_certificates(self, serial: str, key_id: bytes, label: str, certificate: tuple[bytes, bytes],
+                           chain: list[tuple[bytes, bytes, str]]) -> None:
+        """Write the subscriber certificate (DER, subject DER) and the CA chain onto the device."""
+        envelope = self._envelope_or_fail(serial)
+        token = tokens.find_token(self.module, serial=serial)
+        with tokens.user_session(token, envelope.user_pin) as session:
+            der, subject = certificate
+            tokens.store_certificate(session, der, key_id=key_id, label=label, subject=subject)
+            for ca_der, ca_subject, ca_label in chain:
+                tokens.store_certificate(session, ca_der, key_id=ca_label.encode(), label=ca_label, subject=ca_subject)
+
+    def device_dir(self, serial: str) -> Path:
+        """Where a packaged device lives."""
+        return self.devices_root / serial
+
+    def eject(self, serial: str, token_dir: str) -> Path:
+        """Take the device off the station: its token moves to devices/<serial>/ with a
+        softhsm2.conf any PKCS#11 client can use. Safe to call again."""
+        target = self.device_dir(serial)
+        moved = target / "tokens" / token_dir
+        source = self.tokendir / token_dir
+        if source.exists() and not moved.exists():
+            moved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.move(str(source), str(moved))
+        elif not moved.exists():
+            raise PermanentError(f"device {serial} is neither on station {self.name} nor packaged")
+        softhsm.write_config(target / "softhsm2.conf", target / "tokens")
+        os.chmod(target, 0o700)
+        return target
+
+    def seal_envelope(self, serial: str, sealed_at: str) -> None:
+        """Mark the PIN envelope sealed, for hand-over with its device."""
+        envelope = self._envelope_or_fail(serial)
+        self._write_envelope(envelope, sealed_at=sealed_at)

@@ -1,0 +1,269 @@
+"""The issuance process, one method per stage, each safe to run twice.
+
+A stage reads the request's state from the ledger, does only what is not done yet,
+and moves the state with a compare-and-set. Each returns True when the next stage
+should be sent, False when the request has left the path (or was already beyond this
+stage, so the message that would follow was sent before). Intent is recorded before
+every side effect: the device and key id before the key, the serial before the
+signature.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from factory import ca as ca_profile
+from factory import tokens
+from factory.calendar import WorkingCalendar
+from factory.ca import CAToken, Policy
+from factory.devices import Station
+from factory.errors import PermanentError, PolicyError, StateConflict
+from factory.ledger import Ledger
+from factory.publication import Repository, serial_hex
+from factory.validation import validate_record
+from schemas.request import RequestRecord
+from schemas.status import Rejection
+from schemas.status import RequestState as S
+
+log = logging.getLogger(__name__)
+
+READY_WORKING_DAYS = 3
+PUBLISH_WORKING_DAYS = 1
+
+
+@dataclass(frozen=True)
+class Pickup:
+    """Where and when an agency collects its devices."""
+
+    address: str
+    hours: str
+
+
+class Issuance:
+    """The stages of one request's issuance, over the ledger and the parts a host has.
+
+    A host passes only the parts it holds: a station host a Station, the CA host the
+    CA token; a stage whose part is missing fails loudly rather than guessing."""
+
+    def __init__(self, ledger: Ledger, *, policy: Policy, repository: Repository, calendar: WorkingCalendar,
+                 pickup: Pickup, station: Station | None = None, ca_token: CAToken | None = None,
+                 chain: tuple[x509.Certificate, x509.Certificate] | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.ledger = ledger
+        self.policy = policy
+        self.repository = repository
+        self.calendar = calendar
+        self.pickup = pickup
+        self.station = station
+        self.ca_token = ca_token
+        self.chain = chain  # (root, issuing)
+        self.clock = clock
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _load(self, request_id: str) -> tuple[S, RequestRecord]:
+        row = self.ledger.get_request(request_id)
+        if row is None:
+            raise PermanentError(f"request {request_id} is not in the ledger")
+        return S(row.state), RequestRecord.model_validate_json(row.record)
+
+    @staticmethod
+    def _beyond(state: S, stage_done: S) -> bool:
+        order = list(S)[:8]
+        return state in order and order.index(state) >= order.index(stage_done)
+
+    def _need(self, part: object, name: str) -> None:
+        if part is None:
+            raise PermanentError(f"this worker has no {name}: route the stage to the host that holds it")
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def validate(self, request_id: str) -> bool:
+        """received → validated (or rejected with the first rule it broke)."""
+        state, record = self._load(request_id)
+        if state != S.received:
+            return self._beyond(state, S.validated)
+        row = self.ledger.get_request(request_id)
+        assert row is not None
+        now = self.clock()
+        reasons = validate_record(record, today=now.date(), allowed_key_types=self.policy.allowed_key_types)
+        earlier = self.ledger.earlier_live_request(record.citizen_id, request_id)
+        if earlier is not None:
+            reasons.append(Rejection(code="citizen_id.duplicate", field="citizen_id",
+                                     message="citizen_id: this person already has a live certificate or a request "
+                                             "in flight / Người này đã có chứng thư số hoặc hồ sơ đang xử lý"))
+        if reasons:
+            first = reasons[0]
+            self._settle(request_id, S.received, S.rejected, reason_code=first.code,
+                         reason=json.dumps([r.model_dump() for r in reasons], ensure_ascii=False),
+                         detail={"reasons": [r.code for r in reasons]})
+            return False
+        received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=dt.UTC)
+        deadline = self.calendar.deadline(received, READY_WORKING_DAYS)
+        self._settle(request_id, S.received, S.validated, ready_deadline=deadline)
+        return True
+
+    def generate_key(self, request_id: str) -> bool:
+        """validated → key_generated: claim a device, set its PINs, make the key on it."""
+        self._need(self.station, "personalisation station")
+        assert self.station is not None
+        state, record = self._load(request_id)
+        if state != S.validated:
+            return self._beyond(state, S.key_generated)
+        key_id = tokens.key_id_for(request_id)
+        self.station.refresh()
+        device = self.ledger.device_for_request(request_id)
+        while device is None:
+            device = self.ledger.claim_blank_device(self.station.name, request_id, key_id.hex())
+            if device is None:
+                self._provision()
+        self.station.personalise(device.serial)
+        public_der = self.station.generate_key(device.serial, record.key_type.value, key_id, f"cf-{request_id}")
+        with self.ledger.transaction() as connection:
+            self.ledger.transition(request_id, S.validated, S.key_generated, connection=connection,
+                                   detail={"device": device.serial, "key_type": record.key_type.value})
+            self.ledger.record_device_key(connection, device.serial, public_der)
+        return True
+
+    def _provision(self) -> None:
+        assert self.station is not None
+        known = self.ledger.device_serials(self.station.name)
+        fresh = self.station.provision_blank(self.station.ports, known)
+        self.ledger.add_blank_devices(self.station.name, fresh)
+
+    def sign(self, request_id: str) -> bool:
+        """key_generated → signed: serial first, then the CA signs over the device's key."""
+        self._need(self.ca_token, "CA token")
+        self._need(self.chain, "CA chain")
+        assert self.ca_token is not None and self.chain is not None
+        state, record = self._load(request_id)
+        if state != S.key_generated:
+            return self._beyond(state, S.signed)
+        device = self.ledger.device_for_request(request_id)
+        if device is None or device.public_key is None:
+            raise PolicyError(f"request {request_id} has no device key recorded: refusing to sign")
+        reserved = self.ledger.reserve_certificate(request_id, serial_hex(ca_profile.new_serial()))
+        if reserved.der is None:
+            builder = ca_profile.subscriber_builder(record, device.public_key, int(reserved.serial, 16),
+                                                    self.chain[1], self.clock(), self.policy)
+            certificate = ca_profile.sign(builder, self.ca_token.key(ca_profile.ISSUING_LABEL))
+            if certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) \
+                    != device.public_key:
+                raise PolicyError("signed certificate's public key is not the device's")
+            der = certificate.public_bytes(Encoding.DER)
+            not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        else:
+            der, not_before, not_after = reserved.der, reserved.not_before, reserved.not_after
+        with self.ledger.transaction() as connection:
+            self.ledger.store_certificate(reserved.serial, der, not_before, not_after, connection)
+            self.ledger.transition(request_id, S.key_generated, S.signed, connection=connection,
+                                   detail={"serial": reserved.serial})
+        return True
+
+    def package(self, request_id: str) -> bool:
+        """signed → packaged: certificate and chain onto the device, device off the station."""
+        self._need(self.station, "personalisation station")
+        self._need(self.chain, "CA chain")
+        assert self.station is not None and self.chain is not None
+        state, _ = self._load(request_id)
+        if state != S.signed:
+            return self._beyond(state, S.packaged)
+        device = self.ledger.device_for_request(request_id)
+        certificate_row = self.ledger.certificate_for_request(request_id)
+        if device is None or certificate_row is None or certificate_row.der is None:
+            raise PermanentError(f"request {request_id} is signed but its device or certificate is missing")
+        certificate = x509.load_der_x509_certificate(certificate_row.der)
+        key_id = tokens.key_id_for(request_id)
+        self.station.refresh()
+        if device.state == "personalised":
+            on_device = self.station.device_public_key(device.serial, key_id)
+            if on_device != certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
+                raise PolicyError(f"device {device.serial} does not hold the key of certificate {certificate_row.serial}")
+            chain = [(c.public_bytes(Encoding.DER), c.subject.public_bytes(), label)
+                     for c, label in ((self.chain[1], "issuing-ca"), (self.chain[0], "root-ca"))]
+            self.station.write_certificates(device.serial, key_id, f"cf-{request_id}",
+                                            (certificate_row.der, certificate.subject.public_bytes()), chain)
+            self.station.eject(device.serial, device.token_dir)
+            self.station.seal_envelope(device.serial, self.clock().isoformat())
+            self.ledger.set_device(device.serial, "personalised", "packaged")
+        elif device.state == "packaged":
+            self.station.eject(device.serial, device.token_dir)  # finishes a move a crash interrupted
+        self._settle(request_id, S.signed, S.packaged, detail={"device": device.serial})
+        return True
+
+    def await_activation(self, request_id: str) -> bool:
+        """packaged → awaiting_activation: tell the agency where and when to collect; park."""
+        state, record = self._load(request_id)
+        if state != S.packaged:
+            return False
+        row = self.ledger.get_request(request_id)
+        assert row is not None
+        with self.ledger.transaction() as connection:
+            self.ledger.add_outbox(connection, request_id, "pickup_notice", {
+                "agency_code": row.agency_code, "request_ref": row.request_ref, "device_serial": row.device_serial,
+                "full_name": record.full_name, "pickup_address": self.pickup.address,
+                "pickup_hours": self.pickup.hours, "ready_since": self.clock().isoformat(),
+            })
+            self.ledger.transition(request_id, S.packaged, S.awaiting_activation, connection=connection)
+        return False  # parked: activation resumes it
+
+    def activate(self, request_id: str) -> bool:
+        """awaiting_activation → activated: the agency handed the device over and asks for
+        the effective time. True when this call activated it (then send publish)."""
+        state, _ = self._load(request_id)
+        if state != S.awaiting_activation:
+            return False
+        now = self.clock()
+        try:
+            self._settle(request_id, S.awaiting_activation, S.activated, activation_requested_at=now,
+                         publish_deadline=self.calendar.deadline(now, PUBLISH_WORKING_DAYS))
+        except StateConflict:
+            return False
+        return True
+
+    def publish(self, request_id: str) -> bool:
+        """activated → published: into the repository, hold released, effective from now."""
+        state, _ = self._load(request_id)
+        if state != S.activated:
+            return False
+        certificate_row = self.ledger.certificate_for_request(request_id)
+        if certificate_row is None or certificate_row.der is None:
+            raise PermanentError(f"request {request_id} has no signed certificate to publish")
+        certificate = x509.load_der_x509_certificate(certificate_row.der)
+        self.repository.publish(certificate)
+        now = self.clock()
+        with self.ledger.transaction() as connection:
+            self.ledger.mark_published(certificate_row.serial, now, connection)
+            self.ledger.transition(request_id, S.activated, S.published, connection=connection, effective_at=now,
+                                   detail={"serial": certificate_row.serial})
+        self.repository.write_index(self.ledger.index_entries())
+        return False
+
+    def fail(self, request_id: str, reason_code: str, reason: str) -> None:
+        """Park a request in `failed` with the reason (exhausted retries, permanent errors)."""
+        row = self.ledger.get_request(request_id)
+        if row is None or S(row.state) in (S.published, S.rejected, S.failed, S.revoked):
+            return
+        try:
+            self.ledger.transition(request_id, S(row.state), S.failed, reason_code=reason_code, reason=reason,
+                                   detail={"reason_code": reason_code, "reason": reason})
+        except StateConflict:
+            pass  # it moved meanwhile; whoever moved it owns it
+
+    def _settle(self, request_id: str, expected: S, new: S, *, detail: dict[str, object] | None = None,
+                **fields: object) -> None:
+        try:
+            self.ledger.transition(request_id, expected, new, detail=detail, **fields)
+        except StateConflict as conflict:
+            if conflict.actual == new.value:
+                return  # a concurrent delivery of the same message got here first
+            raise
+
+

@@ -1,0 +1,429 @@
+"""The ledger: certfactory's system of record (SQLAlchemy Core, SQLite or PostgreSQL).
+
+Batches, requests, devices, certificates, the outbox and audit events. Every state
+change is a compare-and-set that names the state it expects, written in the same
+transaction as its audit event, so a redelivered message can never move a request
+twice. PINs never enter this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Column, Date, DateTime, Engine, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, event, func, insert, select, update,
+)
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from factory.errors import StateConflict
+from schemas.status import RequestState
+
+metadata = MetaData()
+
+batches = Table(
+    "batches", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("agency_code", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("duplicates", Integer, nullable=False),
+    Column("endorsement", Text, nullable=True),
+)
+
+requests = Table(
+    "requests", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False, index=True),
+    Column("agency_code", String(64), nullable=False),
+    Column("request_ref", String(64), nullable=False),
+    Column("citizen_id", String(32), nullable=False, index=True),
+    Column("record", Text, nullable=False),
+    Column("key_type", String(16), nullable=False),
+    Column("state", String(24), nullable=False, index=True),
+    Column("reason_code", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("device_serial", String(32), nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("ready_deadline", Date, nullable=True),
+    Column("publish_deadline", Date, nullable=True),
+    Column("activation_requested_at", DateTime(timezone=True), nullable=True),
+    Column("effective_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("agency_code", "request_ref", name="uq_request_agency_ref"),
+)
+
+devices = Table(
+    "devices", metadata,
+    Column("serial", String(32), primary_key=True),
+    Column("station", String(64), nullable=False, index=True),
+    Column("token_dir", String(64), nullable=False),
+    Column("state", String(24), nullable=False, index=True),
+    Column("request_id", String(32), nullable=True, unique=True),
+    Column("key_id", String(64), nullable=True),
+    Column("public_key", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+certificates = Table(
+    "certificates", metadata,
+    Column("serial", String(40), primary_key=True),
+    Column("request_id", String(32), nullable=False, unique=True),
+    Column("der", LargeBinary, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("not_before", DateTime(timezone=True), nullable=True),
+    Column("not_after", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("request_id", "kind", name="uq_outbox_request_kind"),
+)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("request_id", String(32), nullable=True, index=True),
+    Column("batch_id", String(32), nullable=True),
+    Column("kind", String(48), nullable=False),
+    Column("from_state", String(24), nullable=True),
+    Column("to_state", String(24), nullable=True),
+    Column("detail", Text, nullable=True),
+)
+
+
+def utcnow() -> dt.datetime:
+    """The ledger's clock: aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _sqlite_immediate_transactions(engine: Engine) -> None:
+    # pysqlite's deferred BEGIN lets two writers both read then fail to upgrade their
+    # lock with SQLITE_BUSY at once; BEGIN IMMEDIATE makes them queue on busy_timeout.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Ledger:
+    """The system of record. One instance per process; thread-safe through its pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: str) -> Ledger:
+        """Open the ledger at ``url`` and create its tables if they are missing."""
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        engine = create_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            _sqlite_immediate_transactions(engine)
+        metadata.create_all(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One atomic unit of work."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    # -- audit ------------------------------------------------------------------------
+
+    @staticmethod
+    def audit(connection: Connection, kind: str, *, request_id: str | None = None, batch_id: str | None = None,
+              from_state: str | None = None, to_state: str | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+        """Append an audit event inside the caller's transaction."""
+        connection.execute(insert(audit_events).values(
+            at=utcnow(), request_id=request_id, batch_id=batch_id, kind=kind, from_state=from_state,
+            to_state=to_state, detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
+        ))
+
+    def audit_trail(self, request_id: str) -> list[Row]:
+        """Every audit event of one request, oldest first."""
+        with self.engine.connect() as connection:
+            return list(connection.execute(
+                select(audit_events).where(audit_events.c.request_id == request_id).order_by(audit_events.c.id)
+            ))
+
+    # -- batches and requests -------------------------------------------------------------
+
+    def add_batch(self, batch: dict[str, Any], rows: Sequence[dict[str, Any]]) -> tuple[list[str], int]:
+        """Record a batch and its requests; a row whose (agency, request_ref) is already
+        known is skipped. Returns the ids of the new requests and the count skipped."""
+        known = self.known_refs(batch["agency_code"], [row["request_ref"] for row in rows])
+        fresh = [row for row in rows if row["request_ref"] not in known]
+        with self.transaction() as connection:
+            connection.execute(insert(batches).values(**batch))
+            if fresh:
+                connection.execute(insert(requests), list(fresh))
+                connection.execute(insert(audit_events), [
+                    {"at": row["received_at"], "request_id": row["id"], "batch_id": batch["id"], "kind": "received",
+                     "from_state": None, "to_state": row["state"],
+                     "detail": json.dumps({"reason_code": row["reason_code"]}) if row.get("reason_code") else None}
+                    for row in fresh
+                ])
+            self.audit(connection, "batch_submitted", batch_id=batch["id"],
+                       detail={"rows": batch["rows"], "accepted": batch["accepted"], "source": batch["source"]})
+        return [row["id"] for row in fresh], len(rows) - len(fresh)
+
+    def known_refs(self, agency_code: str, refs: Iterable[str]) -> set[str]:
+        """Which of these request references the agency has filed before."""
+        refs = list(refs)
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(refs), 500):
+                chunk = refs[start:start + 500]
+                found.update(connection.execute(select(requests.c.request_ref).where(
+                    requests.c.agency_code == agency_code, requests.c.request_ref.in_(chunk))).scalars())
+        return found
+
+    def get_request(self, request_id: str) -> Row | None:
+        """One request row, or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(requests).where(requests.c.id == request_id)).first()
+
+    def request_ids(self, *, batch_id: str | None = None, state: RequestState | None = None) -> list[str]:
+        """Ids of requests, optionally of one batch and in one state."""
+        query = select(requests.c.id).order_by(requests.c.received_at, requests.c.id)
+        if batch_id:
+            query = query.where(requests.c.batch_id == batch_id)
+        if state:
+            query = query.where(requests.c.state == state.value)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    def transition(self, request_id: str, expected: RequestState | tuple[RequestState, ...], new: RequestState,
+                   *, detail: dict[str, Any] | None = None, connection: Connection | None = None,
+                   **fields: Any) -> None:
+        """Move a request from ``expected`` to ``new`` (compare-and-set) with its audit event.
+
+        Raises StateConflict when the request is in another state; the caller decides
+        whether that means "already done" (a redelivery) or a real conflict.
+        """
+        expected_states = (expected,) if isinstance(expected, RequestState) else expected
+        if connection is None:
+            with self.transaction() as own:
+                return self.transition(request_id, expected, new, detail=detail, connection=own, **fields)
+        result = connection.execute(
+            update(requests)
+            .where(requests.c.id == request_id, requests.c.state.in_([s.value for s in expected_states]))
+            .values(state=new.value, updated_at=utcnow(), **fields)
+        )
+        if result.rowcount != 1:
+            actual = connection.execute(select(requests.c.state).where(requests.c.id == request_id)).scalar()
+            raise StateConflict("request", request_id, "|".join(s.value for s in expected_states), actual)
+        row = connection.execute(select(requests.c.batch_id).where(requests.c.id == request_id)).scalar()
+        self.audit(connection, "transition", request_id=request_id, batch_id=row,
+                   from_state=expected_states[0].value if len(expected_states) == 1 else None,
+                   to_state=new.value, detail=detail)
+
+    def state_counts(self, batch_id: str | None = None) -> dict[RequestState, int]:
+        """Requests per state, every state present."""
+        query = select(requests.c.state, func.count()).group_by(requests.c.state)
+        if batch_id:
+            query = query.where(requests.c.batch_id == batch_id)
+        counts = {state: 0 for state in RequestState}
+        with self.engine.connect() as connection:
+            for state, count in connection.execute(query):
+                counts[RequestState(state)] = count
+        return counts
+
+    # -- devices ------------------------------------------------------------------------
+
+    def add_blank_devices(self, station: str, found: Iterable[tuple[str, str]]) -> None:
+        """Register blank devices (serial, token directory) of a station; ones already
+        registered (by a station process racing this one) are left as they are."""
+        found = list(found)
+        for attempt in (1, 2):
+            try:
+                with self.transaction() as connection:
+                    known = set(connection.execute(select(devices.c.serial).where(
+                        devices.c.serial.in_([serial for serial, _ in found]))).scalars())
+                    now = utcnow()
+                    for serial, token_dir in found:
+                        if serial in known:
+                            continue
+                        connection.execute(insert(devices).values(
+                            serial=serial, station=station, token_dir=token_dir, state="blank", created_at=now,
+                            updated_at=now))
+                        self.audit(connection, "device_provisioned", detail={"serial": serial, "station": station})
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def device_for_request(self, request_id: str) -> Row | None:
+        """The device assigned to a request, or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(devices).where(devices.c.request_id == request_id)).first()
+
+    def get_device(self, serial: str) -> Row | None:
+        """One device row, or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(devices).where(devices.c.serial == serial)).first()
+
+    def claim_blank_device(self, station: str, request_id: str, key_id: str) -> Row | None:
+        """Assign a blank device of this station to the request (compare-and-set), recording
+        the key id before any key exists. None when the station has no blank device."""
+        with self.transaction() as connection:
+            candidates = connection.execute(
+                select(devices.c.serial).where(devices.c.station == station, devices.c.state == "blank").limit(8)
+            ).scalars().all()
+            for serial in candidates:
+                result = connection.execute(
+                    update(devices).where(devices.c.serial == serial, devices.c.state == "blank")
+                    .values(state="claimed", request_id=request_id, key_id=key_id, updated_at=utcnow()))
+                if result.rowcount == 1:
+                    self.audit(connection, "device_claimed", request_id=request_id, detail={"serial": serial})
+                    connection.execute(update(requests).where(requests.c.id == request_id)
+                                       .values(device_serial=serial, updated_at=utcnow()))
+                    return connection.execute(select(devices).where(devices.c.serial == serial)).first()
+        return None
+
+    def set_device(self, serial: str, expected: str | tuple[str, ...], new: str, **fields: Any) -> None:
+        """Move a device between lifecycle states (compare-and-set), with an audit event."""
+        expected_states = (expected,) if isinstance(expected, str) else expected
+        with self.transaction() as connection:
+            result = connection.execute(
+                update(devices).where(devices.c.serial == serial, devices.c.state.in_(expected_states))
+                .values(state=new, updated_at=utcnow(), **fields))
+            if result.rowcount != 1:
+                actual = connection.execute(select(devices.c.state).where(devices.c.serial == serial)).scalar()
+                raise StateConflict("device", serial, "|".join(expected_states), actual)
+            request_id = connection.execute(select(devices.c.request_id).where(devices.c.serial == serial)).scalar()
+            self.audit(connection, "device_" + new, request_id=request_id, detail={"serial": serial})
+
+    def device_counts(self) -> dict[str, int]:
+        """Devices per lifecycle state."""
+        with self.engine.connect() as connection:
+            return dict(connection.execute(select(devices.c.state, func.count()).group_by(devices.c.state)).all())
+
+    # -- certificates ----------------------------------------------------------------------
+
+    def reserve_certificate(self, request_id: str, serial: str) -> Row:
+        """Record the serial before signing (intent first). Returns the request's one
+        certificate row: the new one, or the one an earlier attempt reserved."""
+        try:
+            with self.transaction() as connection:
+                connection.execute(insert(certificates).values(
+                    serial=serial, request_id=request_id, status="issuing", created_at=utcnow()))
+                self.audit(connection, "serial_reserved", request_id=request_id, detail={"serial": serial})
+        except IntegrityError:
+            pass  # an earlier delivery reserved one (or, once in 2^128, the serial is taken)
+        row = self.certificate_for_request(request_id)
+        assert row is not None
+        return row
+
+    def store_certificate(self, serial: str, der: bytes, not_before: dt.datetime, not_after: dt.datetime,
+                          connection: Connection) -> None:
+        """Store the signed certificate, on hold until published."""
+        connection.execute(update(certificates).where(certificates.c.serial == serial, certificates.c.der.is_(None))
+                           .values(der=der, status="hold", not_before=not_before, not_after=not_after))
+
+    def certificate_for_request(self, request_id: str) -> Row | None:
+        """The certificate row of a request, or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(certificates).where(certificates.c.request_id == request_id)).first()
+
+    def certificate_for_serial(self, serial: str) -> Row | None:
+        """The certificate row with this serial (32 hex digits), or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(certificates).where(certificates.c.serial == serial)).first()
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def add_outbox(self, connection: Connection, request_id: str, kind: str, payload: dict[str, Any]) -> None:
+        """Queue a notification once per (request, kind), inside the caller's transaction."""
+        exists = connection.execute(select(outbox.c.id).where(
+            outbox.c.request_id == request_id, outbox.c.kind == kind)).first()
+        if exists is None:
+            connection.execute(insert(outbox).values(
+                request_id=request_id, kind=kind, payload=json.dumps(payload, ensure_ascii=False),
+                created_at=utcnow()))
+
+    def outbox_for(self, request_id: str) -> list[Row]:
+        """Notifications queued for a request."""
+        with self.engine.connect() as connection:
+            return list(connection.execute(select(outbox).where(outbox.c.request_id == request_id)))
+
+    # -- queries the stages need -------------------------------------------------------------
+
+    def earlier_live_request(self, citizen_id: str, request_id: str) -> Row | None:
+        """Another request of the same person, received before this one and still live
+        (in flight or published): one certificate per person."""
+        with self.engine.connect() as connection:
+            own = connection.execute(select(requests.c.received_at).where(requests.c.id == request_id)).scalar()
+            dead = [RequestState.rejected.value, RequestState.failed.value, RequestState.revoked.value]
+            query = select(requests.c.id, requests.c.received_at).where(
+                requests.c.citizen_id == citizen_id, requests.c.id != request_id, requests.c.state.not_in(dead))
+            for other in connection.execute(query):
+                if (other.received_at, other.id) < (own, request_id):
+                    return other
+        return None
+
+    def device_serials(self, station: str) -> set[str]:
+        """Serials of every device the ledger knows on a station."""
+        with self.engine.connect() as connection:
+            return set(connection.execute(select(devices.c.serial).where(devices.c.station == station)).scalars())
+
+    def record_device_key(self, connection: Connection, serial: str, public_der: bytes) -> None:
+        """The device holds its key pair now: record its public key."""
+        connection.execute(update(devices).where(devices.c.serial == serial)
+                           .values(state="personalised", public_key=public_der, updated_at=utcnow()))
+
+    def mark_published(self, serial: str, at: dt.datetime, connection: Connection) -> None:
+        """Release the certificate's hold: it is effective from ``at``."""
+        connection.execute(update(certificates).where(certificates.c.serial == serial)
+                           .values(status="published", published_at=at))
+
+    def index_entries(self) -> list[dict[str, Any]]:
+        """The repository index: serial, subject fields, validity, publication time."""
+        query = (select(certificates.c.serial, certificates.c.not_before, certificates.c.not_after,
+                        certificates.c.published_at, requests.c.agency_code, requests.c.record)
+                 .join(requests, requests.c.id == certificates.c.request_id)
+                 .where(certificates.c.status == "published").order_by(certificates.c.published_at))
+        entries = []
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                record = json.loads(row.record)
+                entries.append({
+                    "serial": row.serial, "full_name": record["full_name"], "organization": record["organization"],
+                    "agency_code": row.agency_code, "not_before": row.not_before, "not_after": row.not_after,
+                    "published_at": row.published_at,
+                    "der": f"certs/{row.serial}.cer", "pem": f"certs/{row.serial}.pem",
+                })
+        return entries

@@ -1,0 +1,1 @@
+"""Metric definitions and exporters; dashboards and alert rules live beside them."""
