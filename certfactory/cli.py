@@ -79,9 +79,44 @@ def submit(file: Path, agency_code: str, as_json: bool) -> None:
 def status(batch_id: str | None, as_json: bool) -> None:
     """Requests per state."""
     settings = _settings()
-    report = operations.status(wiring.ledger(settings), batch_id)
+    report = operations.status(wiring.ledger(settings), batch_id, settings)
     text = "\n".join(f"{state:>20}  {count}" for state, count in report["states"].items())
-    _print(report, as_json, text + f"\n{'total':>20}  {report['total']}")
+    text += f"\n{'total':>20}  {report['total']}"
+    if report["dead_letters"] is not None:
+        text += "\ndead letters: " + (", ".join(f"{q}={n}" for q, n in report["dead_letters"].items() if n) or "none")
+    _print(report, as_json, text)
+
+
+@main.command()
+@click.option("--request", "request_id", help="Retry one failed request.")
+@click.option("--failed", "all_failed", is_flag=True, help="Retry every failed request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def retry(request_id: str | None, all_failed: bool, as_json: bool) -> None:
+    """Send failed requests back in, from where they got."""
+    if bool(request_id) == all_failed:
+        raise click.UsageError("give exactly one of --request ID or --failed")
+    from schemas.status import RequestState
+
+    settings = _settings()
+    ledger = wiring.ledger(settings)
+    ids = [request_id] if request_id else ledger.request_ids(state=RequestState.failed)
+    resumed = operations.retry(settings, ledger, ids)
+    _print({"retried": [{"request_id": r.request_id, "state": r.state.value, "stage": r.stage} for r in resumed]},
+           as_json, f"retried {len(resumed)} request(s)")
+    if request_id and not resumed:
+        raise click.ClickException(f"request {request_id} is not failed")
+
+
+@main.command()
+@click.option("--older-than", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds a request must have stood still.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def reconcile(older_than: float, as_json: bool) -> None:
+    """Resume every request whose next step a crash or a lost message left undone."""
+    settings = _settings()
+    resumed = operations.reconcile(settings, wiring.ledger(settings), older_than)
+    _print({"resumed": [{"request_id": r.request_id, "state": r.state.value, "stage": r.stage} for r in resumed]},
+           as_json, f"resumed {len(resumed)} request(s)")
 
 
 @main.command()
@@ -111,6 +146,24 @@ def activate(request_id: str | None, batch_id: str | None, as_json: bool) -> Non
             raise click.ClickException(f"request {request_id} is {state}, not awaiting activation")
 
 
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def audit_verify(as_json: bool) -> None:
+    """Check the audit trail's hash chain; exit 1 at the first row changed, deleted or reordered."""
+    from factory.audit import verify_chain
+
+    checked, broken = verify_chain(wiring.ledger(_settings()))
+    _print({"checked": checked, "ok": broken is None, "first_break": broken.__dict__ if broken else None}, as_json,
+           f"audit trail intact: {checked} rows" if broken is None else broken.describe())
+    if broken is not None:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--pool", type=click.Choice(["all", "station", "ca", "general"]), default="all",
               help="Which queues this host serves (station: generate_key, package; ca: sign; general: the rest).")
@@ -128,6 +181,10 @@ def worker(pool: str) -> None:
     pools = WorkerPools(settings, wiring.redis_url(settings),
                         ("station", "ca", "general") if pool == "all" else (pool,)).start()
     click.echo(f"workers running ({', '.join(pools.pools)}); logs in {pools.logs}; Ctrl-C stops them")
+    resumed = operations.reconcile(settings.model_copy(update={"redis_url": pools.redis_url}),
+                                   wiring.ledger(settings), 60.0)
+    if resumed:
+        click.echo(f"reconciled: resumed {len(resumed)} request(s) left unfinished")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

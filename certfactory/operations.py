@@ -9,15 +9,17 @@ from typing import Any
 from certfactory import wiring
 from certfactory.messaging import actors_for
 from certfactory.settings import Settings
-from factory.intake import prepare_batch
+from factory import reconciliation
+from factory.errors import CertFactoryError
+from factory.intake import prepare_batch, read_rows
 from factory.ledger import Ledger
+from factory.reconciliation import Resumption
 from schemas.status import RequestState
+from workers.broker import FAILURE_QUEUE, STAGE_QUEUES
 
 
 def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str) -> dict[str, Any]:
     """Record a batch file and enqueue its good rows; returns the submission report."""
-    from factory.intake import read_rows
-
     refs = {str(row.get("request_ref") or "").strip() for _, row in read_rows(path) if isinstance(row, dict)}
     prepared = prepare_batch(path, agency_code, dt.datetime.now(dt.UTC), ledger.known_refs(agency_code, refs))
     new_ids, _ = ledger.add_batch(prepared.batch, prepared.requests)
@@ -50,8 +52,43 @@ def activate(settings: Settings, request_ids: list[str]) -> list[str]:
     return activated
 
 
-def status(ledger: Ledger, batch_id: str | None) -> dict[str, Any]:
-    """Counts per state, every state present."""
+def _send(settings: Settings, resumptions: list[Resumption]) -> None:
+    if resumptions:
+        actors = actors_for(wiring.redis_url(settings))
+        for item in resumptions:
+            actors.STAGES[item.stage].send(item.request_id)
+
+
+def retry(settings: Settings, ledger: Ledger, request_ids: list[str]) -> list[Resumption]:
+    """Send `failed` requests back in from where their durable facts say they got."""
+    resumed = [r for r in (reconciliation.retry_failed(ledger, i) for i in request_ids) if r is not None]
+    _send(settings, resumed)
+    return resumed
+
+
+def reconcile(settings: Settings, ledger: Ledger, older_than_seconds: float) -> list[Resumption]:
+    """Resend the next message of every request in flight that has not moved for a while."""
+    stalled = reconciliation.stalled(ledger, older_than_seconds)
+    _send(settings, stalled)
+    return stalled
+
+
+def dead_letters(settings: Settings) -> dict[str, int] | None:
+    """Dead-lettered messages per queue, or None when no broker is reachable."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(wiring.redis_url(settings), socket_connect_timeout=1)
+        return {queue: int(client.zcard(f"dramatiq:{queue}.XQ")) for queue in (*STAGE_QUEUES, FAILURE_QUEUE)}
+    except (redis.RedisError, CertFactoryError):
+        return None
+
+
+def status(ledger: Ledger, batch_id: str | None, settings: Settings | None = None) -> dict[str, Any]:
+    """Counts per state, every state present; dead letters per queue when the broker answers."""
     counts = ledger.state_counts(batch_id)
-    return {"batch_id": batch_id, "states": {state.value: count for state, count in counts.items()},
-            "total": sum(counts.values())}
+    report: dict[str, Any] = {"batch_id": batch_id, "states": {state.value: count for state, count in counts.items()},
+                              "total": sum(counts.values())}
+    if settings is not None:
+        report["dead_letters"] = dead_letters(settings)
+    return report

@@ -9,6 +9,7 @@ twice. PINs never enter this module.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -100,6 +101,9 @@ outbox = Table(
 audit_events = Table(
     "audit_events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("request_id", String(32), nullable=True, index=True),
     Column("batch_id", String(32), nullable=True),
@@ -108,6 +112,17 @@ audit_events = Table(
     Column("to_state", String(24), nullable=True),
     Column("detail", Text, nullable=True),
 )
+
+
+# The head of the audit hash chain: one row, locked by every transaction that appends.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+GENESIS_HASH = "0" * 64
 
 
 def utcnow() -> dt.datetime:
@@ -131,6 +146,44 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _utc_text(at: dt.datetime) -> str:
+    # SQLite hands datetimes back naive, PostgreSQL aware: hash one spelling of UTC.
+    return (at.astimezone(dt.UTC) if at.tzinfo else at).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def audit_hash(prev_hash: str, event: dict[str, Any] | Row) -> str:
+    """The chain hash of one audit event: SHA-256 over the previous hash and its fields."""
+    get = event.get if isinstance(event, dict) else event._mapping.get
+    body = json.dumps([get("seq"), _utc_text(get("at")), get("request_id"), get("batch_id"), get("kind"),
+                       get("from_state"), get("to_state"), get("detail"), prev_hash], ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def append_audit(connection: Connection, events: list[dict[str, Any]]) -> None:
+    """Append events to the hash chain, holding its head locked (FOR UPDATE on PostgreSQL;
+    SQLite's BEGIN IMMEDIATE already serialises writers)."""
+    if not events:
+        return
+    head = connection.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).first()
+    if head is None:
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS_HASH))
+        except IntegrityError:
+            pass  # another writer created it first
+        head = connection.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).first()
+    assert head is not None
+    seq, prev = head.seq, head.hash
+    rows = []
+    for event in events:
+        seq += 1
+        row = {**event, "at": event["at"].astimezone(dt.UTC), "seq": seq, "prev_hash": prev}
+        row["hash"] = prev = audit_hash(prev, row)
+        rows.append(row)
+    connection.execute(insert(audit_events), rows)
+    connection.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
 
 
 class Ledger:
@@ -167,10 +220,10 @@ class Ledger:
               from_state: str | None = None, to_state: str | None = None,
               detail: dict[str, Any] | None = None) -> None:
         """Append an audit event inside the caller's transaction."""
-        connection.execute(insert(audit_events).values(
-            at=utcnow(), request_id=request_id, batch_id=batch_id, kind=kind, from_state=from_state,
-            to_state=to_state, detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
-        ))
+        append_audit(connection, [{
+            "at": utcnow(), "request_id": request_id, "batch_id": batch_id, "kind": kind, "from_state": from_state,
+            "to_state": to_state, "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
+        }])
 
     def audit_trail(self, request_id: str) -> list[Row]:
         """Every audit event of one request, oldest first."""
@@ -190,7 +243,7 @@ class Ledger:
             connection.execute(insert(batches).values(**batch))
             if fresh:
                 connection.execute(insert(requests), list(fresh))
-                connection.execute(insert(audit_events), [
+                append_audit(connection, [
                     {"at": row["received_at"], "request_id": row["id"], "batch_id": batch["id"], "kind": "received",
                      "from_state": None, "to_state": row["state"],
                      "detail": json.dumps({"reason_code": row["reason_code"]}) if row.get("reason_code") else None}
@@ -427,3 +480,10 @@ class Ledger:
                     "der": f"certs/{row.serial}.cer", "pem": f"certs/{row.serial}.pem",
                 })
         return entries
+
+    def unmoved_requests(self, states: tuple[RequestState, ...], older_than_seconds: float) -> list[Row]:
+        """Requests in ``states`` not updated for ``older_than_seconds``."""
+        cutoff = utcnow() - dt.timedelta(seconds=older_than_seconds)
+        with self.engine.connect() as connection:
+            return list(connection.execute(select(requests.c.id, requests.c.state).where(
+                requests.c.state.in_([s.value for s in states]), requests.c.updated_at <= cutoff)))
