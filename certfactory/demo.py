@@ -88,6 +88,7 @@ def run_demo(settings: Settings, count: int, key_type: str, quiet: bool = False)
         publish_seconds = _wait(ledger, batch_id, (*_BEFORE_ACTIVATION, S.awaiting_activation, S.activated),
                                 "publishing", report["accepted"], console, pools, quiet)
         wall = time.monotonic() - started
+        wiring.issuance(settings, "general").refresh_index()  # the pools stop before their delayed refresh
     finally:
         pools.stop()
         layout.redis_url_file.unlink(missing_ok=True)

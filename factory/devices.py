@@ -23,7 +23,7 @@ from pathlib import Path
 import pkcs11.exceptions as p11
 
 from factory import softhsm, tokens
-from factory.errors import PermanentError
+from factory.errors import PermanentError, PolicyError
 
 # What a blank device ships with, like a USB token's printed transport PINs: not secret.
 TRANSPORT_SO_PIN = "blank-so-0000"
@@ -126,12 +126,14 @@ class Station:
         """Give the device its own SO and user PINs. The envelope is written before the
         PINs are set, so a retry after a crash knows them; safe to call again."""
         envelope = self.read_envelope(serial)
+        fresh = envelope is None
         if envelope is None:
             envelope = PinEnvelope(serial=serial, user_pin=_new_pin(8), so_pin=_new_pin(16))
             self._write_envelope(envelope)
         token = tokens.find_token(self.module, serial=serial)
         with tokens.token_lock:
-            so_pin = self._so_login_pin(token, envelope)
+            # A device whose envelope was just written still has its transport PIN.
+            so_pin = TRANSPORT_SO_PIN if fresh else self._so_login_pin(token, envelope)
             try:
                 with token.open(rw=True, so_pin=so_pin) as session:
                     if so_pin != envelope.so_pin:
@@ -164,14 +166,6 @@ class Station:
                 return tokens.public_key_der(session, existing)
             return tokens.generate_keypair(session, key_type, key_id, label)
 
-    def device_public_key(self, serial: str, key_id: bytes) -> bytes | None:
-        """The public key of the device's key pair, read from the device."""
-        envelope = self._envelope_or_fail(serial)
-        token = tokens.find_token(self.module, serial=serial)
-        with tokens.user_session(token, envelope.user_pin, rw=False) as session:
-            private = tokens.find_private_key(session, key_id=key_id)
-            return None if private is None else tokens.public_key_der(session, private)
-
     def _envelope_or_fail(self, serial: str) -> PinEnvelope:
         envelope = self.read_envelope(serial)
         if envelope is None:
@@ -180,13 +174,18 @@ class Station:
 
     # -- packaging ----------------------------------------------------------------------------
 
-    def write_certificates(self, serial: str, key_id: bytes, label: str, certificate: tuple[bytes, bytes],
+    def write_certificates(self, serial: str, key_id: bytes, label: str, certificate: tuple[bytes, bytes, bytes],
                            chain: list[tuple[bytes, bytes, str]]) -> None:
-        """Write the subscriber certificate (DER, subject DER) and the CA chain onto the device."""
+        """Write the subscriber certificate (DER, subject DER) and the CA chain onto the
+        device, after checking the certificate's public key (SubjectPublicKeyInfo DER, the
+        third item) is the one of the device's key pair."""
         envelope = self._envelope_or_fail(serial)
         token = tokens.find_token(self.module, serial=serial)
         with tokens.user_session(token, envelope.user_pin) as session:
-            der, subject = certificate
+            der, subject, public_der = certificate
+            private = tokens.find_private_key(session, key_id=key_id)
+            if private is None or tokens.public_key_der(session, private) != public_der:
+                raise PolicyError(f"device {serial} does not hold the key of this certificate")
             tokens.store_certificate(session, der, key_id=key_id, label=label, subject=subject)
             for ca_der, ca_subject, ca_label in chain:
                 tokens.store_certificate(session, ca_der, key_id=ca_label.encode(), label=ca_label, subject=ca_subject)

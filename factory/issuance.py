@@ -183,13 +183,12 @@ class Issuance:
         key_id = tokens.key_id_for(request_id)
         self.station.refresh()
         if device.state == "personalised":
-            on_device = self.station.device_public_key(device.serial, key_id)
-            if on_device != certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
-                raise PolicyError(f"device {device.serial} does not hold the key of certificate {certificate_row.serial}")
             chain = [(c.public_bytes(Encoding.DER), c.subject.public_bytes(), label)
                      for c, label in ((self.chain[1], "issuing-ca"), (self.chain[0], "root-ca"))]
+            public_der = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
             self.station.write_certificates(device.serial, key_id, f"cf-{request_id}",
-                                            (certificate_row.der, certificate.subject.public_bytes()), chain)
+                                            (certificate_row.der, certificate.subject.public_bytes(), public_der),
+                                            chain)
             self.station.eject(device.serial, device.token_dir)
             self.station.seal_envelope(device.serial, self.clock().isoformat())
             self.ledger.set_device(device.serial, "personalised", "packaged")
@@ -243,8 +242,11 @@ class Issuance:
             self.ledger.mark_published(certificate_row.serial, now, connection)
             self.ledger.transition(request_id, S.activated, S.published, connection=connection, effective_at=now,
                                    detail={"serial": certificate_row.serial})
-        self.repository.write_index(self.ledger.index_entries())
         return False
+
+    def refresh_index(self) -> None:
+        """Rewrite the repository's index.json from the ledger (O(published): batch it)."""
+        self.repository.write_index(self.ledger.index_entries())
 
     def fail(self, request_id: str, reason_code: str, reason: str) -> None:
         """Park a request in `failed` with the reason (exhausted retries, permanent errors)."""

@@ -59,10 +59,25 @@ def _run(stage: str, request_id: str, following: dramatiq.Actor[Any, Any] | None
         following.send(message.request_id)
 
 
+INDEX_REFRESH_MS = 1000
+_INDEX_REFRESH_KEY = "certfactory:index-refresh"
+
+
+@dramatiq.actor(queue_name="publish", max_retries=3)
+def refresh_index() -> None:
+    """Rewrite the repository index from the ledger."""
+    issuance().refresh_index()
+
+
 @dramatiq.actor(queue_name="publish", **RETRIES)
 def publish(request_id: str) -> None:
-    """activated → published."""
+    """activated → published; the repository index follows within a second."""
     _run("publish", request_id, None)
+    # Rewriting index.json costs O(published): once a second at most, never skipped. The
+    # refresh runs after this publication committed, so it always includes it.
+    client = getattr(dramatiq.get_broker(), "client", None)
+    if client is None or client.set(_INDEX_REFRESH_KEY, 1, nx=True, px=INDEX_REFRESH_MS):
+        refresh_index.send_with_options(delay=INDEX_REFRESH_MS)
 
 
 @dramatiq.actor(queue_name="await_activation", **RETRIES)
