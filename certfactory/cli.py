@@ -3,6 +3,7 @@ every command that prints a result has ``--json``; exit 0 only when all asked fo
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import sys
@@ -122,8 +123,10 @@ def reconcile(older_than: float, as_json: bool) -> None:
 @main.command()
 @click.option("--request", "request_id", help="Activate one request.")
 @click.option("--batch", "batch_id", help="Activate every request of the batch awaiting activation.")
+@click.option("--effective-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S"]),
+              help="When the certificate takes effect (ISO time, default now; without offset: UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def activate(request_id: str | None, batch_id: str | None, as_json: bool) -> None:
+def activate(request_id: str | None, batch_id: str | None, effective_at: dt.datetime | None, as_json: bool) -> None:
     """The agency handed the device over: publish the certificate, effective from now."""
     if bool(request_id) == bool(batch_id):
         raise click.UsageError("give exactly one of --request ID or --batch ID")
@@ -138,7 +141,9 @@ def activate(request_id: str | None, batch_id: str | None, as_json: bool) -> Non
         ids = [request_id]
     else:
         ids = ledger.request_ids(batch_id=batch_id, state=RequestState.awaiting_activation)
-    activated = operations.activate(settings, ids)
+    if effective_at is not None and effective_at.tzinfo is None:
+        effective_at = effective_at.replace(tzinfo=dt.UTC)
+    activated = operations.activate(settings, ids, effective_at)
     _print({"activated": activated}, as_json, f"activated {len(activated)} request(s); publication queued")
     if request_id and not activated:
         state = ledger.get_request(request_id).state  # type: ignore[union-attr]

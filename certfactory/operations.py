@@ -39,15 +39,19 @@ def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str) -> 
     }
 
 
-def activate(settings: Settings, request_ids: list[str]) -> list[str]:
+def activate(settings: Settings, request_ids: list[str], effective_at: dt.datetime | None = None) -> list[str]:
     """The agency handed the devices over: activate the requests awaiting it and send
-    them to publication. Returns the ids activated now (again: none, harmlessly)."""
+    them to publication, now or at ``effective_at``. Returns the ids activated now
+    (asked again: none, harmlessly)."""
     issuance = wiring.issuance(settings, "general")
-    activated = [request_id for request_id in request_ids if issuance.activate(request_id)]
+    activated = [request_id for request_id in request_ids if issuance.activate(request_id, effective_at)]
     if activated:
         actors = actors_for(wiring.redis_url(settings))
+        delay_ms = 0
+        if effective_at is not None:
+            delay_ms = max(0, int((effective_at - dt.datetime.now(dt.UTC)).total_seconds() * 1000))
         for request_id in activated:
-            actors.publish.send(request_id)
+            actors.publish.send_with_options(args=(request_id,), delay=delay_ms or None)
     issuance.ledger.close()
     return activated
 

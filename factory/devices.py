@@ -209,6 +209,15 @@ class Station:
         os.chmod(target, 0o700)
         return target
 
+    def write_manifest(self, serial: str, manifest: dict[str, object]) -> Path:
+        """The handover manifest beside a packaged device: what the agency signs for.
+        It names the person, the certificate and the device, never a PIN."""
+        path = self.device_dir(serial) / "manifest.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(manifest, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        os.replace(temporary, path)
+        return path
+
     def seal_envelope(self, serial: str, sealed_at: str) -> None:
         """Mark the PIN envelope sealed, for hand-over with its device."""
         envelope = self._envelope_or_fail(serial)

@@ -24,7 +24,7 @@ from factory import tokens
 from factory.calendar import WorkingCalendar
 from factory.ca import CAToken, Policy
 from factory.devices import Station
-from factory.errors import PermanentError, PolicyError, StateConflict
+from factory.errors import PermanentError, PolicyError, StateConflict, TransientError
 from factory.ledger import Ledger
 from factory.publication import Repository, serial_hex
 from factory.validation import validate_record
@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 
 READY_WORKING_DAYS = 3
 PUBLISH_WORKING_DAYS = 1
+
+
+class NotYet(TransientError):
+    """The agency asked for a later effective time: publish then, not now."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        super().__init__(f"publication waits for the requested effective time {at.isoformat()}")
+        self.at = at
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -105,8 +117,7 @@ class Issuance:
                          reason=json.dumps([r.model_dump() for r in reasons], ensure_ascii=False),
                          detail={"reasons": [r.code for r in reasons]})
             return False
-        received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=dt.UTC)
-        deadline = self.calendar.deadline(received, READY_WORKING_DAYS)
+        deadline = self.calendar.deadline(_aware(row.received_at), READY_WORKING_DAYS)
         self._settle(request_id, S.received, S.validated, ready_deadline=deadline)
         return True
 
@@ -172,7 +183,7 @@ class Issuance:
         self._need(self.station, "personalisation station")
         self._need(self.chain, "CA chain")
         assert self.station is not None and self.chain is not None
-        state, _ = self._load(request_id)
+        state, record = self._load(request_id)
         if state != S.signed:
             return self._beyond(state, S.packaged)
         device = self.ledger.device_for_request(request_id)
@@ -190,6 +201,15 @@ class Issuance:
                                             (certificate_row.der, certificate.subject.public_bytes(), public_der),
                                             chain)
             self.station.eject(device.serial, device.token_dir)
+            request = self.ledger.get_request(request_id)
+            assert request is not None
+            self.station.write_manifest(device.serial, {
+                "device_serial": device.serial, "certificate_serial": certificate_row.serial,
+                "request_id": request_id, "request_ref": request.request_ref, "agency_code": request.agency_code,
+                "full_name": record.full_name, "position": record.position, "organization": record.organization,
+                "key_type": record.key_type.value, "packaged_at": self.clock().isoformat(),
+                "pin_envelope": f"{device.serial}.json",
+            })
             self.station.seal_envelope(device.serial, self.clock().isoformat())
             self.ledger.set_device(device.serial, "personalised", "packaged")
         elif device.state == "packaged":
@@ -213,15 +233,17 @@ class Issuance:
             self.ledger.transition(request_id, S.packaged, S.awaiting_activation, connection=connection)
         return False  # parked: activation resumes it
 
-    def activate(self, request_id: str) -> bool:
+    def activate(self, request_id: str, effective_at: dt.datetime | None = None) -> bool:
         """awaiting_activation → activated: the agency handed the device over and asks for
-        the effective time. True when this call activated it (then send publish)."""
+        the effective time (now, or a later ``effective_at``: publication waits for it).
+        True when this call activated it (then send publish)."""
         state, _ = self._load(request_id)
         if state != S.awaiting_activation:
             return False
         now = self.clock()
         try:
             self._settle(request_id, S.awaiting_activation, S.activated, activation_requested_at=now,
+                         effective_at=effective_at if effective_at and effective_at > now else None,
                          publish_deadline=self.calendar.deadline(now, PUBLISH_WORKING_DAYS))
         except StateConflict:
             return False
@@ -235,9 +257,12 @@ class Issuance:
         certificate_row = self.ledger.certificate_for_request(request_id)
         if certificate_row is None or certificate_row.der is None:
             raise PermanentError(f"request {request_id} has no signed certificate to publish")
+        requested = self.ledger.get_request(request_id).effective_at  # type: ignore[union-attr]
+        now = self.clock()
+        if requested is not None and _aware(requested) > now:
+            raise NotYet(_aware(requested))
         certificate = x509.load_der_x509_certificate(certificate_row.der)
         self.repository.publish(certificate)
-        now = self.clock()
         with self.ledger.transaction() as connection:
             self.ledger.mark_published(certificate_row.serial, now, connection)
             self.ledger.transition(request_id, S.activated, S.published, connection=connection, effective_at=now,

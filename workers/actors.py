@@ -8,6 +8,7 @@ short backoff, and exhausted retries land in `failed` with the reason
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 import dramatiq
 
 from factory.errors import PermanentError
-from factory.issuance import Issuance
+from factory.issuance import Issuance, NotYet
 from schemas.messages import StageMessage
 from workers.broker import FAILURE_QUEUE
 
@@ -51,6 +52,10 @@ def _run(stage: str, request_id: str, following: dramatiq.Actor[Any, Any] | None
     message = StageMessage(request_id=request_id)
     try:
         proceed = getattr(issuance(), stage)(message.request_id)
+    except NotYet as wait:  # a later effective time: come back then, not through retries
+        delay_ms = max(0, int((wait.at - dt.datetime.now(dt.UTC)).total_seconds() * 1000))
+        STAGES[stage].send_with_options(args=(request_id,), delay=delay_ms)
+        return
     except PermanentError as error:
         log.warning("request %s failed at %s: %s", request_id, stage, error.diagnostics())
         issuance().fail(request_id, f"{stage}.{error.code}", error.diagnostics())
