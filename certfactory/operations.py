@@ -60,7 +60,8 @@ def _send(settings: Settings, resumptions: list[Resumption]) -> None:
     if resumptions:
         actors = actors_for(wiring.redis_url(settings))
         for item in resumptions:
-            actors.STAGES[item.stage].send(item.request_id)
+            if item.stage is not None:
+                actors.STAGES[item.stage].send(item.request_id)
 
 
 def retry(settings: Settings, ledger: Ledger, request_ids: list[str]) -> list[Resumption]:

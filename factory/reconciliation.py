@@ -32,7 +32,7 @@ class Resumption:
 
     request_id: str
     state: S
-    stage: str
+    stage: str | None  # None: the request parks (awaiting activation), nothing to send
 
 
 def furthest_state(ledger: Ledger, request_id: str) -> S:
@@ -67,8 +67,7 @@ def retry_failed(ledger: Ledger, request_id: str) -> Resumption | None:
         ledger.transition(request_id, S.failed, state, reason_code=None, reason=None, detail={"retry": True})
     except StateConflict:
         return None
-    stage = NEXT_STAGE.get(state)
-    return Resumption(request_id, state, stage) if stage else None
+    return Resumption(request_id, state, NEXT_STAGE.get(state))
 
 
 def stalled(ledger: Ledger, older_than_seconds: float) -> list[Resumption]:
