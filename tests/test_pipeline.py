@@ -108,3 +108,24 @@ def test_rsa_device_holds_a_sensitive_key_matching_its_published_certificate(tmp
         assert _openssl_verify(home, certificate).returncode == 0
         assert lint_rfc5280(certificate.read_bytes()) == []
         _check_device(home, certificate, tmp_path)
+
+
+def test_no_pin_reaches_the_ledger_logs_or_broker(tmp_path: Path, tools: dict[str, str]) -> None:
+    """After a full run, no device or CA PIN appears in the ledger file, a worker log or
+    Redis's append-only file: PINs live only in 0600 envelope and PIN files."""
+    home = tmp_path / "var"
+    run_cli(home, "demo", "--count", "3", "--key-type", "ecdsa-p256")
+    pins = {(home / "ca" / name).read_text().strip() for name in ("user.pin", "so.pin")}
+    for envelope in (home / "pin-envelopes").glob("*.json"):
+        assert stat.S_IMODE(envelope.stat().st_mode) == 0o600
+        data = json.loads(envelope.read_text())
+        pins |= {data["user_pin"], data["so_pin"]}
+    assert len(pins) == 2 + 2 * 3
+    haystacks = [*home.glob("ledger.sqlite*"), *(home / "run" / "logs").glob("*.log"),
+                 *(home / "run" / "redis").rglob("*.aof*")]
+    assert any(p.name.endswith(".aof") or ".aof." in p.name for p in haystacks), "no AOF found to check"
+    for path in haystacks:
+        content = path.read_bytes()
+        for pin in pins:
+            assert pin.encode() not in content, f"a PIN appears in {path}"
+
