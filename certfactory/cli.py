@@ -152,6 +152,32 @@ def activate(request_id: str | None, batch_id: str | None, effective_at: dt.date
 
 
 @main.group()
+def calendar() -> None:
+    """Vietnamese working days and the legal deadlines."""
+
+
+@calendar.command("deadline")
+@click.option("--received", required=True, help="When the dossier arrived, ISO time, e.g. 2026-02-13T10:00+07:00.")
+@click.option("--working-days", default=3, show_default=True, type=click.IntRange(0, 365),
+              help="3 for a ready device, 1 for publication after activation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def calendar_deadline(received: str, working_days: int, as_json: bool) -> None:
+    """The deadline date: the day of receipt does not count; after office hours or on a
+    day off counts from the next working day; weekends and public holidays are skipped."""
+    from factory.calendar import WorkingCalendar
+
+    try:
+        at = dt.datetime.fromisoformat(received)
+    except ValueError:
+        raise click.BadParameter(f"{received!r} is not an ISO date-time such as 2026-02-13T10:00+07:00",
+                                 param_hint="--received") from None
+    working = WorkingCalendar()
+    deadline = working.deadline(at, working_days)
+    _print({"received": at.isoformat(), "counted_from": working.receipt_day(at).isoformat(),
+            "working_days": working_days, "deadline": deadline.isoformat()}, as_json, deadline.isoformat())
+
+
+@main.group()
 def audit() -> None:
     """The tamper-evident audit trail."""
 

@@ -22,12 +22,11 @@ def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str) -> 
     """Record a batch file and enqueue its good rows; returns the submission report."""
     refs = {str(row.get("request_ref") or "").strip() for _, row in read_rows(path) if isinstance(row, dict)}
     prepared = prepare_batch(path, agency_code, dt.datetime.now(dt.UTC), ledger.known_refs(agency_code, refs))
+    actors = actors_for(wiring.redis_url(settings))  # no broker: refuse before recording anything
     new_ids, _ = ledger.add_batch(prepared.batch, prepared.requests)
     accepted = {row["id"] for row in prepared.requests if row["state"] == RequestState.received.value}
-    to_send = [request_id for request_id in new_ids if request_id in accepted]
-    if to_send:
-        actors = actors_for(wiring.redis_url(settings))
-        for request_id in to_send:
+    for request_id in new_ids:
+        if request_id in accepted:  # a send lost here is found again by `reconcile`
             actors.validate.send(request_id)
     return {
         "batch_id": prepared.batch["id"],
