@@ -107,9 +107,16 @@ class WorkerPools:
         self.logs.mkdir(parents=True, exist_ok=True)
         for pool in self.pools:
             processes, threads = self._sizes(pool)
+            metrics_dir = wiring.home(self.settings).metrics / pool
+            shutil.rmtree(metrics_dir, ignore_errors=True)  # emptied at start (prometheus-client multiprocess)
+            metrics_dir.mkdir(parents=True)
+            prom_host, _, prom_port = self.settings.dramatiq_metrics_address.rpartition(":")
             env = {**os.environ, **wiring.softhsm_env(self.settings, pool), **self.extra_env,
                    "CERTFACTORY_POOL": pool, "CERTFACTORY_REDIS_URL": self.redis_url,
                    "CERTFACTORY_HOME": str(self.settings.resolved_home),
+                   "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "dramatiq_prom_db": str(metrics_dir),
+                   "dramatiq_prom_host": prom_host.strip("[]"),
+                   "dramatiq_prom_port": str(int(prom_port) + list(POOL_QUEUES).index(pool)),
                    # idle polling backs off to 1 s per hop by default; 100 ms keeps latency low
                    "dramatiq_worker_timeout": "100", "dramatiq_queue_prefetch": str(max(2, threads * 4))}
             log = open(self.logs / f"{pool}.log", "ab")

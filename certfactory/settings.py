@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default=("rsa2048", "rsa3072", "ecdsa-p256"), description="Key types the policy allows"
     )
     worker_processes: int = Field(default=0, ge=0, le=64, description="Station worker processes; 0 = one per core")
+    dramatiq_metrics_address: str = Field(
+        default="127.0.0.1:9191",
+        description="dramatiq's own Prometheus exporter; pools station/ca/general listen on port +0/+1/+2",
+    )
     http_address: str = Field(default="127.0.0.1:8080", description="Address of `certfactory serve`")
     pickup_address: str = Field(
         default="Phòng tiếp nhận, trụ sở CA, Hà Nội", description="Where agencies collect devices by default"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,11 @@ class Home:
     def run(self) -> Path:
         """Pids, ports and logs of the children an embedded run starts."""
         return self.root / "run"
+
+    @property
+    def metrics(self) -> Path:
+        """prometheus-client multiprocess files of the worker pools, one folder per pool."""
+        return self.run / "metrics"
 
     @property
     def redis_url_file(self) -> Path:
@@ -100,7 +106,8 @@ def softhsm_env(settings: Settings, pool: str) -> dict[str, str]:
     return {}
 
 
-def issuance(settings: Settings, pool: str) -> Issuance:
+def issuance(settings: Settings, pool: str,
+              observe: Callable[[str, str, float], None] | None = None) -> Issuance:
     """The Issuance a worker of ``pool`` needs: only the parts that pool's host holds."""
     layout = home(settings)
     files = ceremony.CAFiles(layout.ca)
@@ -113,7 +120,7 @@ def issuance(settings: Settings, pool: str) -> Issuance:
         ledger(settings), policy=policy(settings), repository=Repository(layout.repository),
         calendar=WorkingCalendar(), pickup=Pickup(settings.pickup_address, settings.pickup_hours),
         station=device_station, ca_token=ca_token(settings) if pool in ("ca", "all") else None,
-        chain=files.load())
+        chain=files.load(), observe=observe or (lambda *_: None))
 
 
 def initialise(settings: Settings) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,7 +68,8 @@ class Issuance:
     def __init__(self, ledger: Ledger, *, policy: Policy, repository: Repository, calendar: WorkingCalendar,
                  pickup: Pickup, station: Station | None = None, ca_token: CAToken | None = None,
                  chain: tuple[x509.Certificate, x509.Certificate] | None = None,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 observe: Callable[[str, str, float], None] = lambda operation, key_type, seconds: None) -> None:
         self.ledger = ledger
         self.policy = policy
         self.repository = repository
@@ -77,6 +79,7 @@ class Issuance:
         self.ca_token = ca_token
         self.chain = chain  # (root, issuing)
         self.clock = clock
+        self.observe = observe  # token operation timings (keygen, sign) by key type
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -136,7 +139,9 @@ class Issuance:
             if device is None:
                 self._provision()
         self.station.personalise(device.serial)
+        started = time.perf_counter()
         public_der = self.station.generate_key(device.serial, record.key_type.value, key_id, f"cf-{request_id}")
+        self.observe("keygen", record.key_type.value, time.perf_counter() - started)
         with self.ledger.transaction() as connection:
             self.ledger.transition(request_id, S.validated, S.key_generated, connection=connection,
                                    detail={"device": device.serial, "key_type": record.key_type.value})
@@ -164,7 +169,9 @@ class Issuance:
         if reserved.der is None:
             builder = ca_profile.subscriber_builder(record, device.public_key, int(reserved.serial, 16),
                                                     self.chain[1], self.clock(), self.policy)
+            started = time.perf_counter()
             certificate = ca_profile.sign(builder, self.ca_token.key(ca_profile.ISSUING_LABEL))
+            self.observe("sign", record.key_type.value, time.perf_counter() - started)
             if certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) \
                     != device.public_key:
                 raise PolicyError("signed certificate's public key is not the device's")

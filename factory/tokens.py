@@ -86,24 +86,36 @@ def raise_token_error(error: Exception, what: str) -> NoReturn:
     raise PermanentError(f"{what}: {type(error).__name__} {error}") from error
 
 
+def _matching_tokens(module: str, serial: str | None, label: str | None) -> list[pkcs11.Token]:
+    found = []
+    for slot in library(module).get_slots(token_present=True):
+        try:
+            token = slot.get_token()
+        except p11.PKCS11Error:
+            continue  # a token another station process ejected since this one last read the slots
+        if serial is not None and token.serial.decode().strip() != serial:
+            continue
+        if label is not None and token.label != label:
+            continue
+        found.append(token)
+    return found
+
+
 def find_token(module: str, *, serial: str | None = None, label: str | None = None) -> pkcs11.Token:
     """Exactly one token by serial or label; re-reads the slots once if it is not seen."""
-    kwargs: dict[str, Any] = {}
-    if serial is not None:
-        kwargs["token_serial"] = serial.encode()
-    if label is not None:
-        kwargs["token_label"] = label
     for attempt in (1, 2):
-        try:
-            with token_lock:
-                return library(module).get_token(**kwargs)
-        except p11.NoSuchToken:
-            if attempt == 2:
-                raise TokenError(f"token {serial or label} is not present") from None
+        with token_lock:
+            try:
+                found = _matching_tokens(module, serial, label)
+            except p11.PKCS11Error as error:
+                raise_token_error(error, f"listing the tokens of {module}")
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise PermanentError(f"more than one token matches {serial or label}")
+        if attempt == 1:
             reinitialize(module)
-        except p11.MultipleTokensReturned:
-            raise PermanentError(f"more than one token matches {serial or label}") from None
-    raise AssertionError("unreachable")
+    raise TokenError(f"token {serial or label} is not present")
 
 
 @contextmanager
