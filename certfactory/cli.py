@@ -245,5 +245,21 @@ def demo(count: int, key_type: str, as_json: bool) -> None:
         sys.exit(1)
 
 
+@main.group()
+def agencies() -> None:
+    """The agency registry and the agencies' API keys."""
+
+
+def _register_commands() -> None:
+    """Commands owned by other modules of this package; imported here so `certfactory --help`
+    lists them all, and late so those modules may import the helpers above."""
+    from certfactory import cli_http, cli_intake, cli_load
+
+    for module in (cli_intake, cli_http, cli_load):
+        module.register(main, agencies)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

@@ -66,6 +66,7 @@ check_system() {
     need_cmd pkcs11-tool opensc
     need_cmd openssl openssl
     need_cmd promtool prometheus
+    need_cmd chromium chromium  # headless browser test of the public repository page
     need_pg
     PY=
     if [[ ! -x $VENV/bin/python ]]; then
