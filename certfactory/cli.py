@@ -76,16 +76,28 @@ def submit(file: Path, agency_code: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--batch", "batch_id", help="Only this batch.")
+@click.option("--request", "request_id", help="One request: state, deadlines, device, certificate, audit trail.")
+@click.option("--watch", is_flag=True, help="Keep a live view on screen until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.2, 3600),
+              help="Seconds between refreshes with --watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def status(batch_id: str | None, as_json: bool) -> None:
-    """Requests per state."""
+def status(batch_id: str | None, request_id: str | None, watch: bool, interval: float, as_json: bool) -> None:
+    """Requests per state, deadlines at risk or breached, failures and dead letters."""
+    from certfactory import statusview
+
     settings = _settings()
-    report = operations.status(wiring.ledger(settings), batch_id, settings)
-    text = "\n".join(f"{state:>20}  {count}" for state, count in report["states"].items())
-    text += f"\n{'total':>20}  {report['total']}"
-    if report["dead_letters"] is not None:
-        text += "\ndead letters: " + (", ".join(f"{q}={n}" for q, n in report["dead_letters"].items() if n) or "none")
-    _print(report, as_json, text)
+    ledger = wiring.ledger(settings)
+    if request_id is not None:
+        detail = operations.request_status(ledger, request_id)
+        _print(detail, as_json, statusview.request_text(detail))
+        return
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch draws on the terminal; use --json without it")
+        statusview.watch(lambda: operations.status(ledger, batch_id, settings), interval)
+        return
+    report = operations.status(ledger, batch_id, settings)
+    _print(report, as_json, statusview.status_text(report))
 
 
 @main.command()
@@ -164,14 +176,12 @@ def calendar() -> None:
 def calendar_deadline(received: str, working_days: int, as_json: bool) -> None:
     """The deadline date: the day of receipt does not count; after office hours or on a
     day off counts from the next working day; weekends and public holidays are skipped."""
-    from factory.calendar import WorkingCalendar
-
     try:
         at = dt.datetime.fromisoformat(received)
     except ValueError:
         raise click.BadParameter(f"{received!r} is not an ISO date-time such as 2026-02-13T10:00+07:00",
                                  param_hint="--received") from None
-    working = WorkingCalendar()
+    working = wiring.calendar(_settings())
     deadline = working.deadline(at, working_days)
     _print({"received": at.isoformat(), "counted_from": working.receipt_day(at).isoformat(),
             "working_days": working_days, "deadline": deadline.isoformat()}, as_json, deadline.isoformat())

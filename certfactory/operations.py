@@ -10,12 +10,17 @@ from certfactory import wiring
 from certfactory.messaging import actors_for
 from certfactory.settings import Settings
 from factory import reconciliation
-from factory.errors import CertFactoryError
+from factory.calendar import WorkingCalendar
+from factory.deadlines import standings
+from factory.errors import CertFactoryError, NotFound
 from factory.intake import prepare_batch, read_rows
 from factory.ledger import Ledger
 from factory.reconciliation import Resumption
 from schemas.status import RequestState
 from workers.broker import FAILURE_QUEUE, STAGE_QUEUES
+
+FAILED_SHOWN = 20
+"""Failed requests `status` lists with their reasons (the rest: `status --request ID`)."""
 
 
 def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str) -> dict[str, Any]:
@@ -88,11 +93,42 @@ def dead_letters(settings: Settings) -> dict[str, int] | None:
         return None
 
 
-def status(ledger: Ledger, batch_id: str | None, settings: Settings | None = None) -> dict[str, Any]:
-    """Counts per state, every state present; dead letters per queue when the broker answers."""
+def status(ledger: Ledger, batch_id: str | None, settings: Settings | None = None,
+           today: dt.date | None = None) -> dict[str, Any]:
+    """Counts per state, every state present; where each deadline stands; the failed
+    requests with their reasons; dead letters per queue when the broker answers."""
     counts = ledger.state_counts(batch_id)
     report: dict[str, Any] = {"batch_id": batch_id, "states": {state.value: count for state, count in counts.items()},
                               "total": sum(counts.values())}
+    calendar = wiring.calendar(settings) if settings is not None else WorkingCalendar()
+    today = today or dt.datetime.now(calendar.timezone).date()
+    report["deadlines"] = {name: standing.as_dict()
+                           for name, standing in standings(ledger, calendar, today, batch_id).items()}
+    report["failed"] = [{"request_id": row.id, "request_ref": row.request_ref, "reason_code": row.reason_code,
+                         "reason": row.reason} for row in ledger.requests_in(RequestState.failed, batch_id, FAILED_SHOWN)]
     if settings is not None:
         report["dead_letters"] = dead_letters(settings)
     return report
+
+
+def request_status(ledger: Ledger, request_id: str) -> dict[str, Any]:
+    """One request: its state, deadlines, device, certificate and audit trail."""
+    row = ledger.get_request(request_id)
+    if row is None:
+        raise NotFound(f"no request {request_id!r} in the ledger")
+    certificate = ledger.certificate_for_request(request_id)
+    return {
+        "request_id": row.id, "batch_id": row.batch_id, "agency_code": row.agency_code,
+        "request_ref": row.request_ref, "state": row.state, "key_type": row.key_type,
+        "reason_code": row.reason_code, "reason": row.reason, "received_at": _iso(row.received_at),
+        "deadlines": {"ready": _iso(row.ready_deadline), "publish": _iso(row.publish_deadline)},
+        "activation_requested_at": _iso(row.activation_requested_at), "effective_at": _iso(row.effective_at),
+        "device_serial": row.device_serial,
+        "certificate_serial": certificate.serial if certificate is not None else None,
+        "events": [{"at": _iso(event.at), "kind": event.kind, "from": event.from_state, "to": event.to_state}
+                   for event in ledger.audit_trail(request_id)],
+    }
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated
@@ -43,12 +44,28 @@ class Settings(BaseSettings):
         description="dramatiq's own Prometheus exporter; pools station/ca/general listen on port +0/+1/+2",
     )
     http_address: str = Field(default="127.0.0.1:8080", description="Address of `certfactory serve`")
+    api_rate: float = Field(default=5.0, gt=0, le=100_000, description="API calls per second per caller (refill)")
+    api_burst: int = Field(default=30, ge=1, le=100_000, description="API calls a caller may make at once")
+    crl_refresh_seconds: float = Field(default=3600.0, ge=1, le=43_200,
+                                       description="`serve` re-signs the CRL this often (its nextUpdate is 24 h)")
     pickup_address: str = Field(
         default="Phòng tiếp nhận, trụ sở CA, Hà Nội", description="Where agencies collect devices by default"
     )
     pickup_hours: str = Field(default="08:00–11:30, 13:30–16:30", description="When agencies collect by default")
+    # The calendar's override table: the government announces swap days and make-up
+    # Saturdays each year, often after the holidays package was released.
+    calendar_extra_holidays: Annotated[tuple[dt.date, ...] | None, NoDecode] = Field(
+        default=None, description="Comma-separated ISO dates off work the holidays package misses (swap days); "
+        "unset = the built-in table"
+    )
+    calendar_extra_workdays: Annotated[tuple[dt.date, ...] | None, NoDecode] = Field(
+        default=None, description="Comma-separated ISO dates worked whatever the package says (make-up Saturdays); "
+        "unset = the built-in table"
+    )
+    office_close: dt.time = Field(default=dt.time(17, 0), description="After this local time a dossier counts "
+                                  "as received on the next working day")
 
-    @field_validator("allowed_key_types", mode="before")
+    @field_validator("allowed_key_types", "calendar_extra_holidays", "calendar_extra_workdays", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from certfactory.settings import Settings
 from factory import ceremony, softhsm
@@ -118,7 +119,7 @@ def issuance(settings: Settings, pool: str,
         device_station.prepare()
     return Issuance(
         ledger(settings), policy=policy(settings), repository=Repository(layout.repository),
-        calendar=WorkingCalendar(), pickup=Pickup(settings.pickup_address, settings.pickup_hours),
+        calendar=calendar(settings), pickup=Pickup(settings.pickup_address, settings.pickup_hours),
         station=device_station, ca_token=ca_token(settings) if pool in ("ca", "all") else None,
         chain=files.load(), observe=observe or (lambda *_: None))
 
@@ -146,3 +147,16 @@ def initialise(settings: Settings) -> list[str]:
     token.close()
     station(settings).prepare()
     return created
+
+
+def calendar(settings: Settings) -> WorkingCalendar:
+    """The working-day calendar with the configured override table."""
+    overrides: dict[str, Any] = {}
+    if settings.calendar_extra_holidays is not None:
+        overrides["extra_holidays"] = settings.calendar_extra_holidays
+    if settings.calendar_extra_workdays is not None:
+        overrides["extra_workdays"] = settings.calendar_extra_workdays
+    try:
+        return WorkingCalendar(office_close=settings.office_close, **overrides)
+    except ValueError as error:
+        raise ConfigurationError(f"CERTFACTORY_CALENDAR_EXTRA_*: {error}") from None

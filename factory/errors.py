@@ -6,6 +6,7 @@ turns it into a message for people.
     │   ├── Rejected            a request broke a validation rule (code, field)
     │   ├── PolicyError         the CA refuses: wrong public key, profile violation
     │   ├── LintError           a certificate failed its lint before signing
+    │   ├── EndorsementRefused  a batch its agency's head did not endorse, refused whole
     │   └── ConfigurationError  a setting is missing or wrong (names the variable)
     ├── TransientError          retried with backoff: token busy, server away
     │   └── TokenError          a PKCS#11 call failed in a way worth retrying
@@ -51,6 +52,20 @@ class LintError(PermanentError):
     code = "lint"
 
 
+class EndorsementRefused(PermanentError):
+    """A batch is refused whole: unendorsed, wrongly signed, or its agency unknown.
+    ``reason`` is a stable English phrase (factory.endorsement names them)."""
+
+    code = "endorsement"
+
+    def __init__(self, reason: str, agency_code: str | None, detail: str = "", vietnamese: str = "") -> None:
+        super().__init__(f"batch refused: {reason}{f' ({detail})' if detail else ''}"
+                         + (f" / Lô bị từ chối: {vietnamese}" if vietnamese else ""))
+        self.reason = reason
+        self.agency_code = agency_code
+        self.detail = detail
+
+
 class ConfigurationError(PermanentError):
     """A setting is missing or wrong; the message names the variable."""
 
@@ -78,3 +93,9 @@ class StateConflict(CertFactoryError):
         self.key = key
         self.expected = expected
         self.actual = actual
+
+
+class NotFound(PermanentError):
+    """An id or serial the ledger does not hold."""
+
+    code = "not_found"

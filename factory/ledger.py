@@ -279,6 +279,14 @@ class Ledger:
         with self.engine.connect() as connection:
             return list(connection.execute(query).scalars())
 
+    def requests_in(self, state: RequestState, batch_id: str | None = None, limit: int = 100) -> list[Row]:
+        """Up to ``limit`` requests in ``state``, oldest update first."""
+        query = select(requests).where(requests.c.state == state.value)
+        if batch_id is not None:
+            query = query.where(requests.c.batch_id == batch_id)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query.order_by(requests.c.updated_at).limit(limit)))
+
     def transition(self, request_id: str, expected: RequestState | tuple[RequestState, ...], new: RequestState,
                    *, detail: dict[str, Any] | None = None, connection: Connection | None = None,
                    **fields: Any) -> None:
@@ -366,6 +374,19 @@ class Ledger:
                                        .values(device_serial=serial, updated_at=utcnow()))
                     return connection.execute(select(devices).where(devices.c.serial == serial)).first()
         return None
+
+    def remove_claimed_device(self, serial: str, request_id: str) -> None:
+        """A claimed device was pulled out before its key was recorded: it leaves the
+        request, which claims another, and stays in the ledger as `removed` (to be wiped)."""
+        with self.transaction() as connection:
+            result = connection.execute(
+                update(devices).where(devices.c.serial == serial, devices.c.state == "claimed",
+                                      devices.c.request_id == request_id)
+                .values(state="removed", request_id=None, updated_at=utcnow()))
+            if result.rowcount == 1:
+                self.audit(connection, "device_removed", request_id=request_id, detail={"serial": serial})
+                connection.execute(update(requests).where(requests.c.id == request_id)
+                                   .values(device_serial=None, updated_at=utcnow()))
 
     def set_device(self, serial: str, expected: str | tuple[str, ...], new: str, **fields: Any) -> None:
         """Move a device between lifecycle states (compare-and-set), with an audit event."""

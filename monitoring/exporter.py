@@ -27,10 +27,11 @@ from typing import Any
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from factory.calendar import DEFAULT_TIMEZONE
+from factory.calendar import DEFAULT_TIMEZONE, WorkingCalendar
+from factory.deadlines import standings
 from factory.errors import CertFactoryError
 from factory.ledger import Ledger, certificates, requests
 from monitoring.metrics import KEY_TYPES, STAGES
@@ -108,21 +109,12 @@ def queue_states(client: redis.Redis, queues: tuple[str, ...] = QUEUES, *, now_m
     return states
 
 
-def deadline_counts(ledger: Ledger, today: dt.date) -> dict[str, tuple[int, int]]:
-    """Per deadline (``ready``: 3 working days to a packaged device; ``publish``: 1 working
-    day from activation to publication), the open requests (at risk, breached): at risk
-    when the deadline is today or tomorrow, breached when it has passed."""
-    tomorrow = today + dt.timedelta(days=1)
-    result = {}
-    for name, column, states in (("ready", requests.c.ready_deadline, NOT_YET_READY),
-                                 ("publish", requests.c.publish_deadline, (S.activated,))):
-        query = select(func.coalesce(func.sum(case((and_(column >= today, column <= tomorrow), 1), else_=0)), 0),
-                       func.coalesce(func.sum(case((column < today, 1), else_=0)), 0)
-                       ).where(requests.c.state.in_([state.value for state in states]), column.is_not(None))
-        with ledger.engine.connect() as connection:
-            at_risk, breached = connection.execute(query).one()
-        result[name] = (int(at_risk), int(breached))
-    return result
+def deadline_counts(ledger: Ledger, today: dt.date,
+                    calendar: WorkingCalendar | None = None) -> dict[str, tuple[int, int]]:
+    """Per deadline (``ready``, ``publish``), the open requests (at risk, breached); see
+    factory.deadlines."""
+    return {name: (standing.at_risk, standing.breached)
+            for name, standing in standings(ledger, calendar or WorkingCalendar(), today).items()}
 
 
 def published_counts(ledger: Ledger) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -44,6 +45,28 @@ class BatchSubmitted(BaseModel):
     duplicates: int
 
 
+class DeadlineStanding(BaseModel):
+    """Open requests owing one deadline (``ready``: 3 working days; ``publish``: 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    open: int
+    at_risk: int
+    breached: int
+    next_due: dt.date | None
+
+
+class FailedRequest(BaseModel):
+    """A request that exhausted its retries, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    request_ref: str
+    reason_code: str | None
+    reason: str | None
+
+
 class StatusReport(BaseModel):
     """What ``certfactory status --json`` prints: every state present, zero or not."""
 
@@ -52,3 +75,6 @@ class StatusReport(BaseModel):
     batch_id: str | None
     states: dict[RequestState, int]
     total: int
+    deadlines: dict[str, DeadlineStanding]
+    failed: list[FailedRequest]
+    dead_letters: dict[str, int] | None = None

@@ -52,3 +52,19 @@ def test_submit_without_a_broker_says_how_to_get_one(tmp_path: Path) -> None:
     batch.write_text(generate_requests(1, seed=3)[0].model_dump_json() + "\n")
     result = run_cli(tmp_path / "var", "submit", str(batch), "--agency", "BTC", check=False)
     assert result.returncode == 1 and "CERTFACTORY_REDIS_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_calendar_override_table_comes_from_configuration(tmp_path: Path) -> None:
+    """A swap day announced after the holidays package was released moves the deadline;
+    a make-up Saturday brings it back; a bad date names its variable."""
+    def deadline(**env: str) -> str:
+        return run_cli(tmp_path / "var", "calendar", "deadline", "--received", "2026-03-10T10:00+07:00",
+                       **env).stdout.strip()
+
+    assert deadline() == "2026-03-13"
+    assert deadline(CERTFACTORY_CALENDAR_EXTRA_HOLIDAYS="2026-03-12") == "2026-03-16"
+    assert deadline(CERTFACTORY_CALENDAR_EXTRA_HOLIDAYS="2026-03-12",
+                    CERTFACTORY_CALENDAR_EXTRA_WORKDAYS="2026-03-14") == "2026-03-14"
+    bad = run_cli(tmp_path / "var", "calendar", "deadline", "--received", "2026-03-10T10:00+07:00", check=False,
+                  CERTFACTORY_CALENDAR_EXTRA_HOLIDAYS="12/03/2026")
+    assert bad.returncode != 0 and "CERTFACTORY_CALENDAR_EXTRA_HOLIDAYS" in bad.stderr and "Traceback" not in bad.stderr
