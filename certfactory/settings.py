@@ -39,6 +39,14 @@ class Settings(BaseSettings):
         default=("rsa2048", "rsa3072", "ecdsa-p256"), description="Key types the policy allows"
     )
     worker_processes: int = Field(default=0, ge=0, le=64, description="Station worker processes; 0 = one per core")
+    # A simulated-latency device: SoftHSM2 makes an RSA key in milliseconds, a USB token in
+    # seconds; the load test checks `certfactory plan` against the pipeline with these.
+    simulated_keygen_seconds: float = Field(
+        default=0.0, ge=0, le=60, description="Delay added to each key generation on a device (testing only)"
+    )
+    simulated_sign_seconds: float = Field(
+        default=0.0, ge=0, le=60, description="Delay added to each certificate signature by the CA (testing only)"
+    )
     dramatiq_metrics_address: str = Field(
         default="127.0.0.1:9191",
         description="dramatiq's own Prometheus exporter; pools station/ca/general listen on port +0/+1/+2",

@@ -89,7 +89,8 @@ def policy(settings: Settings) -> Policy:
 
 def station(settings: Settings) -> Station:
     """This host's personalisation station."""
-    return Station(settings.station, home(settings).root, settings.device_pkcs11_module, settings.station_ports)
+    return Station(settings.station, home(settings).root, settings.device_pkcs11_module, settings.station_ports,
+                   simulated_keygen_seconds=settings.simulated_keygen_seconds)
 
 
 def ca_token(settings: Settings) -> CAToken:
@@ -121,7 +122,8 @@ def issuance(settings: Settings, pool: str,
         ledger(settings), policy=policy(settings), repository=Repository(layout.repository),
         calendar=calendar(settings), pickup=Pickup(settings.pickup_address, settings.pickup_hours),
         station=device_station, ca_token=ca_token(settings) if pool in ("ca", "all") else None,
-        chain=files.load(), observe=observe or (lambda *_: None))
+        chain=files.load(), observe=observe or (lambda *_: None),
+        simulated_sign_seconds=settings.simulated_sign_seconds)
 
 
 def initialise(settings: Settings) -> list[str]:

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import string
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,10 +48,13 @@ def _new_pin(length: int) -> str:
 class Station:
     """A personalisation station: its token directory, the devices it ejects, the envelopes."""
 
-    def __init__(self, name: str, home: Path, module: str, ports: int = 8) -> None:
+    def __init__(self, name: str, home: Path, module: str, ports: int = 8, *,
+                 simulated_keygen_seconds: float = 0.0) -> None:
         self.name = name
         self.module = module
         self.ports = ports
+        # a slow device (a USB token takes seconds per RSA key) simulated on SoftHSM2
+        self.simulated_keygen_seconds = simulated_keygen_seconds
         self.root = home / "station" / name
         self.tokendir = self.root / "tokens"
         self.config = self.root / "softhsm2.conf"
@@ -164,7 +168,10 @@ class Station:
             existing = tokens.find_private_key(session, key_id=key_id)
             if existing is not None:
                 return tokens.public_key_der(session, existing)
-            return tokens.generate_keypair(session, key_type, key_id, label)
+            public_der = tokens.generate_keypair(session, key_type, key_id, label)
+        if self.simulated_keygen_seconds:
+            time.sleep(self.simulated_keygen_seconds)
+        return public_der
 
     def _envelope_or_fail(self, serial: str) -> PinEnvelope:
         envelope = self.read_envelope(serial)

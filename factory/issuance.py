@@ -69,7 +69,8 @@ class Issuance:
                  pickup: Pickup, station: Station | None = None, ca_token: CAToken | None = None,
                  chain: tuple[x509.Certificate, x509.Certificate] | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 observe: Callable[[str, str, float], None] = lambda operation, key_type, seconds: None) -> None:
+                 observe: Callable[[str, str, float], None] = lambda operation, key_type, seconds: None,
+                 simulated_sign_seconds: float = 0.0) -> None:
         self.ledger = ledger
         self.policy = policy
         self.repository = repository
@@ -80,6 +81,7 @@ class Issuance:
         self.chain = chain  # (root, issuing)
         self.clock = clock
         self.observe = observe  # token operation timings (keygen, sign) by key type
+        self.simulated_sign_seconds = simulated_sign_seconds  # a slow CA HSM, simulated (load tests)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -171,6 +173,8 @@ class Issuance:
                                                     self.chain[1], self.clock(), self.policy)
             started = time.perf_counter()
             certificate = ca_profile.sign(builder, self.ca_token.key(ca_profile.ISSUING_LABEL))
+            if self.simulated_sign_seconds:
+                time.sleep(self.simulated_sign_seconds)
             self.observe("sign", record.key_type.value, time.perf_counter() - started)
             if certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) \
                     != device.public_key:

@@ -1,0 +1,191 @@
+"""The raw ceiling: key generation on a device token plus the CA's signature, in a plain
+loop with no queue and no ledger — what P processes of this host can issue at most.
+
+A process loads SoftHSM2 with one SOFTHSM2_CONF, so :func:`run_ceiling` prepares one
+token directory for the run, holding a copy of the CA token (the same issuing key and
+PIN) and one device token per process, then starts P processes of this module
+(``python -m certfactory.ceiling``) with SOFTHSM2_CONF pointing at it. Each logs in once
+to its device token and to the CA token, runs two untimed iterations, says ``ready``,
+waits for ``go`` so all start together, then loops:
+
+    generate a key pair on the device (stored, sensitive, like a subscriber's)
+    build the subscriber certificate over it (the production profile)
+    sign it with the CA key on the CA token
+
+and destroys the key pair afterwards, so the device token holds one pair like a real
+device (keygen slows as a token fills: P-256 17 → 33 ms over 500 pairs). The destroy
+is timed apart and left out of the rate. Simulated device latency is added here
+explicitly (after keygen and after the signature), never through the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from certfactory import wiring
+from certfactory.loadstats import summary
+from certfactory.settings import Settings
+from factory import softhsm
+from factory.errors import CertFactoryError
+
+DEVICE_SO_PIN = "ceiling-so-0000"
+DEVICE_USER_PIN = "ceiling-user-0000"
+WARM_UP = 2
+
+
+def _iterate(session: Any, key_type: str, record: Any, issuing: Any, policy: Any, ca_key: Any,
+             keygen_delay: float, sign_delay: float) -> tuple[float, float, float, float]:
+    """One keygen + build + sign; returns the four durations (cleanup last)."""
+    from pkcs11 import Attribute
+
+    from factory import ca as ca_profile
+    from factory import tokens
+
+    key_id = os.urandom(16)
+    t0 = time.perf_counter()
+    public_der = tokens.generate_keypair(session, key_type, key_id, "ceiling")
+    if keygen_delay:
+        time.sleep(keygen_delay)
+    t1 = time.perf_counter()
+    builder = ca_profile.subscriber_builder(record, public_der, ca_profile.new_serial(), issuing,
+                                            dt.datetime.now(dt.UTC), policy)
+    t2 = time.perf_counter()
+    ca_profile.sign(builder, ca_key)
+    if sign_delay:
+        time.sleep(sign_delay)
+    t3 = time.perf_counter()
+    for obj in list(session.get_objects({Attribute.ID: key_id})):
+        obj.destroy()
+    return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
+
+
+def worker(home: Path, label: str, key_type: str, count: int, keygen_delay: float, sign_delay: float,
+           progress: Path) -> dict[str, Any]:
+    """One ceiling process (SOFTHSM2_CONF already names the ceiling's token directory)."""
+    from factory import ca as ca_profile
+    from factory import ceremony, tokens
+    from factory.synthetic import generate_requests
+
+    settings = Settings(home=home)
+    ca_key = wiring.ca_token(settings).key(ca_profile.ISSUING_LABEL)
+    _, issuing = ceremony.CAFiles(wiring.home(settings).ca).load()
+    policy = wiring.policy(settings)
+    record = generate_requests(1, seed=os.getpid(), key_type=key_type)[0]
+    session = tokens.find_token(settings.device_pkcs11_module, label=label).open(rw=True, user_pin=DEVICE_USER_PIN)
+    for _ in range(WARM_UP):
+        _iterate(session, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    keygen: list[float] = []
+    build: list[float] = []
+    sign: list[float] = []
+    cleanup: list[float] = []
+    started = time.time()
+    last_report = 0.0
+    for done in range(1, count + 1):
+        durations = _iterate(session, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
+        for bucket, value in zip((keygen, build, sign, cleanup), durations, strict=True):
+            bucket.append(value)
+        if time.monotonic() - last_report > 0.25 or done == count:
+            progress.write_text(str(done))
+            last_report = time.monotonic()
+    ended = time.time()
+    session.close()
+    return {"iterations": count, "started": started, "ended": ended, "keygen": keygen, "build": build,
+            "sign": sign, "cleanup": cleanup}
+
+
+def _prepare(settings: Settings, processes: int) -> Path:
+    """The ceiling's token directory: a copy of the CA token and a device token per process."""
+    layout = wiring.home(settings)
+    folder = layout.root / "ceiling"
+    shutil.rmtree(folder, ignore_errors=True)
+    config = softhsm.write_config(folder / "softhsm2.conf", folder / "tokens")
+    for token in (layout.ca / "tokens").iterdir():
+        shutil.copytree(token, folder / "tokens" / token.name)
+    for index in range(processes):
+        softhsm.init_token(config, f"ceiling-{index}", DEVICE_SO_PIN, DEVICE_USER_PIN)
+    return folder
+
+
+def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, keygen_delay: float = 0.0,
+                sign_delay: float = 0.0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run ``count`` iterations split over ``processes`` processes; the ceiling is the sum
+    of each process's iterations per second of loop time (cleanup excluded)."""
+    count = max(count, processes)  # every process runs at least one iteration
+    folder = _prepare(settings, processes)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CERTFACTORY_SIMULATED_")}
+    env["SOFTHSM2_CONF"] = str(folder / "softhsm2.conf")
+    shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    children: list[tuple[subprocess.Popen[str], Path, Path]] = []
+    for index, share in enumerate(shares):  # each child's stderr goes to its log, closed with the child
+        log, counter = folder / f"worker-{index}.log", folder / f"progress-{index}"
+        command = [sys.executable, "-m", "certfactory.ceiling", "--home", str(settings.resolved_home), "--label",
+                   f"ceiling-{index}", "--key-type", key_type, "--count", str(share), "--keygen-delay",
+                   str(keygen_delay), "--sign-delay", str(sign_delay), "--progress", str(counter)]
+        children.append((subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=open(log, "w"), text=True), log, counter))  # noqa: SIM115
+    try:
+        for child, log, _ in children:
+            if child.stdout is None or child.stdout.readline().strip() != "ready":
+                child.wait(10)
+                raise CertFactoryError(f"a ceiling process did not start: {log.read_text().strip()[-600:]}")
+        for child, _, _ in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.close()
+        while any(child.poll() is None for child, _, _ in children):
+            if progress:
+                progress(sum(int(c.read_text() or 0) for _, _, c in children if c.exists()))
+            time.sleep(0.2)
+        results = []
+        for child, log, _ in children:
+            assert child.stdout is not None
+            output = child.stdout.read().strip()
+            if child.returncode != 0 or not output:
+                raise CertFactoryError(f"a ceiling process failed: {log.read_text().strip()[-600:]}")
+            results.append(json.loads(output.splitlines()[-1]))
+    finally:
+        for child, _, _ in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    rates = [r["iterations"] / (r["ended"] - r["started"] - sum(r["cleanup"])) for r in results]
+    every = {name: [v for r in results for v in r[name]] for name in ("keygen", "build", "sign", "cleanup")}
+    return {
+        "processes": processes, "iterations": count, "per_second": round(sum(rates), 3),
+        "wall_seconds": round(max(r["ended"] for r in results) - min(r["started"] for r in results), 3),
+        "method": "each process: keygen on its own device token + build + CA signature, in a loop, no queue, no "
+                  "ledger; per-process iterations / (loop time − key-pair destroy time), summed over processes",
+        **{f"{name}_ms": summary(values, 1000, 3) for name, values in every.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of one ceiling process (started by :func:`run_ceiling`)."""
+    parser = argparse.ArgumentParser(prog="python -m certfactory.ceiling")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--key-type", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--keygen-delay", type=float, default=0.0)
+    parser.add_argument("--sign-delay", type=float, default=0.0)
+    parser.add_argument("--progress", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = worker(args.home, args.label, args.key_type, args.count, args.keygen_delay, args.sign_delay,
+                    args.progress)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
