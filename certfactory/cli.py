@@ -8,7 +8,6 @@ import json
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -55,23 +54,6 @@ def init(as_json: bool) -> None:
     text = ("created: " + ", ".join(created)) if created else \
         f"nothing to do: {settings.resolved_home} is already initialised"
     _print({"home": str(settings.resolved_home), "created": created}, as_json, text)
-
-
-@main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--agency", "agency_code", required=True, help="Code of the managing agency filing the batch.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def submit(file: Path, agency_code: str, as_json: bool) -> None:
-    """Submit a batch FILE (.jsonl) of request records."""
-    settings = _settings()
-    ledger = wiring.ledger(settings)
-    report = operations.submit(settings, ledger, file, agency_code)
-    lines = [f"batch {report['batch_id']}: {report['accepted']} accepted, {report['rejected']} rejected, "
-             f"{report['duplicates']} already known"]
-    for row in report["rows"]:
-        for reason in row["reasons"]:
-            lines.append(f"  row {row['row']} ({row['request_ref']}): {reason['message']}")
-    _print(report, as_json, "\n".join(lines))
 
 
 @main.command()

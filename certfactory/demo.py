@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from certfactory import operations, wiring
+from certfactory.demo_agency import submit_endorsed
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.settings import Settings
 from factory.errors import CertFactoryError
@@ -73,10 +74,10 @@ def run_demo(settings: Settings, count: int, key_type: str, quiet: bool = False)
     try:
         batch_file = write_batch(layout.root / "demo", count, key_type, seed=int(time.time()))
         started = time.monotonic()
-        report = operations.submit(demo_settings, ledger, batch_file, DEMO_AGENCY)
+        report = submit_endorsed(demo_settings, ledger, batch_file, DEMO_AGENCY)  # signed by the agency's head
         batch_id = report["batch_id"]
-        console.print(f"submitted {batch_file.name}: batch {batch_id}, {report['accepted']} accepted, "
-                      f"{report['rejected']} rejected")
+        console.print(f"submitted {batch_file.name}, signed by the head of {DEMO_AGENCY}: batch {batch_id}, "
+                      f"{report['accepted']} accepted, {report['rejected']} rejected")
         ready_seconds = _wait(ledger, batch_id, _BEFORE_ACTIVATION, "issuing (until ready for pick-up)",
                               report["accepted"], console, pools, quiet)
         waiting = ledger.request_ids(batch_id=batch_id, state=S.awaiting_activation)

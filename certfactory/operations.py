@@ -13,7 +13,9 @@ from factory import reconciliation
 from factory.calendar import WorkingCalendar
 from factory.deadlines import standings
 from factory.errors import CertFactoryError, NotFound
-from factory.intake import prepare_batch, read_rows
+from factory.agency_report import report_path, write_report
+from factory.endorsement import endorse
+from factory.intake import check_batch, record_batch
 from factory.ledger import Ledger
 from factory.reconciliation import Resumption
 from schemas.status import RequestState
@@ -23,24 +25,33 @@ FAILED_SHOWN = 20
 """Failed requests `status` lists with their reasons (the rest: `status --request ID`)."""
 
 
-def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str) -> dict[str, Any]:
-    """Record a batch file and enqueue its good rows; returns the submission report."""
-    refs = {str(row.get("request_ref") or "").strip() for _, row in read_rows(path) if isinstance(row, dict)}
-    prepared = prepare_batch(path, agency_code, dt.datetime.now(dt.UTC), ledger.known_refs(agency_code, refs))
-    actors = actors_for(wiring.redis_url(settings))  # no broker: refuse before recording anything
-    new_ids, _ = ledger.add_batch(prepared.batch, prepared.requests)
-    accepted = {row["id"] for row in prepared.requests if row["state"] == RequestState.received.value}
-    for request_id in new_ids:
-        if request_id in accepted:  # a send lost here is found again by `reconcile`
-            actors.validate.send(request_id)
-    return {
-        "batch_id": prepared.batch["id"],
-        "accepted": prepared.batch["accepted"],
-        "rejected": prepared.batch["rejected"],
-        "duplicates": prepared.batch["duplicates"],
-        "rows": [{"row": o.row, "request_ref": o.request_ref, "status": o.status,
-                  "reasons": [r.model_dump() for r in o.reasons]} for o in prepared.outcomes],
-    }
+def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str, *, signature: bytes | None = None,
+           endorsement_letter: str | None = None, operator: str | None = None,
+           dry_run: bool = False) -> dict[str, Any]:
+    """Check a batch file's endorsement, then every row; record it and enqueue its good
+    rows (``dry_run``: neither). Returns the submission report (rows, reasons, warnings)
+    and writes the agency's copy beside the file as ``<name>.report.xlsx``.
+
+    Raises ``EndorsementRefused`` (nothing recorded or enqueued) when the batch is not
+    endorsed by its agency's registered head, and ``BatchFileError`` when the file
+    cannot be read at all."""
+    now = dt.datetime.now(dt.UTC)
+    endorsed = endorse(ledger, agency_code, path, signature=signature, letter=endorsement_letter,
+                       operator=operator, at=now)
+    actors = None if dry_run else actors_for(wiring.redis_url(settings))  # no broker: refuse before recording
+    checked = check_batch(ledger, path, agency_code, now=now, allowed_key_types=settings.allowed_key_types)
+    try:
+        fresh = [] if dry_run else record_batch(ledger, checked, endorsed)
+    finally:
+        checked.close()
+    for request_id in fresh:  # a send lost here is found again by `reconcile`
+        actors.validate.send(request_id)  # type: ignore[union-attr]
+    report = checked.report()
+    try:
+        write_report(path, report)
+    except OSError as error:  # the batch is recorded: say so rather than fail
+        report["warnings"].append(f"the report {report_path(path).name} could not be written: {error.strerror}")
+    return report
 
 
 def activate(settings: Settings, request_ids: list[str], effective_at: dt.datetime | None = None) -> list[str]:

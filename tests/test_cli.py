@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agency import endorsed
 from tests.conftest import run_cli
 
 
@@ -50,7 +51,8 @@ def test_submit_without_a_broker_says_how_to_get_one(tmp_path: Path) -> None:
     from factory.synthetic import generate_requests
 
     batch.write_text(generate_requests(1, seed=3)[0].model_dump_json() + "\n")
-    result = run_cli(tmp_path / "var", "submit", str(batch), "--agency", "BTC", check=False)
+    result = run_cli(tmp_path / "var", "submit", str(batch), "--agency", "BTC", *endorsed(tmp_path / "var", batch),
+                     check=False)
     assert result.returncode == 1 and "CERTFACTORY_REDIS_URL" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -18,6 +18,7 @@ from certfactory.messaging import actors_for
 from certfactory.settings import Settings
 from factory.ledger import Ledger, audit_events, certificates, devices
 from factory.synthetic import generate_requests
+from tests.agency import endorsed
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,8 @@ def test_redelivered_messages_and_repeated_activation_change_nothing(tmp_path: P
     client = redis.Redis.from_url(redis_server.url)
     ledger = Ledger.connect(settings.ledger_url)
     try:
-        submitted = json.loads(run_cli(home, "submit", str(_batch_file(tmp_path)), "--agency", "BTC", "--json",
+        batch = _batch_file(tmp_path)
+        submitted = json.loads(run_cli(home, "submit", str(batch), "--agency", "BTC", *endorsed(home, batch), "--json",
                                        CERTFACTORY_REDIS_URL=redis_server.url).stdout)
         batch_id = submitted["batch_id"]
         _wait_for(ledger, batch_id, "awaiting_activation", 3)
@@ -127,7 +129,7 @@ def test_redelivered_messages_and_repeated_activation_change_nothing(tmp_path: P
                                             audit_events.c.kind.in_(["received", "transition"])))]
             assert len(moves) == len(set(moves)), f"a state was entered twice: {moves}"
     rejected = next(r for r in submitted["rows"] if r["request_ref"] == "HS-BAD-PROVINCE")
-    assert rejected["status"] == "accepted"  # well-formed: the validate stage rejects it
+    assert rejected["status"] == "rejected" and rejected["reasons"][0]["code"] == "citizen_id.province"
     row = next(ledger.get_request(i) for i in ids if ledger.get_request(i).request_ref == "HS-BAD-PROVINCE")
     assert row.state == "rejected" and row.reason_code == "citizen_id.province"
     assert len(list((home / "repository" / "certs").glob("*.cer"))) == 3

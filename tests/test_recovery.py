@@ -14,6 +14,7 @@ from certfactory.settings import Settings
 from factory.ledger import Ledger, certificates
 from factory.synthetic import generate_requests
 from schemas.status import RequestState
+from tests.agency import endorsed
 from tests.conftest import run_cli
 from tests.test_exactly_once import _wait_for
 
@@ -34,7 +35,8 @@ def test_lost_messages_are_resumed_and_failed_requests_retried(tmp_path: Path, r
     env = {"CERTFACTORY_REDIS_URL": redis_server.url}
     without_station = WorkerPools(settings, redis_server.url, ("ca", "general")).start()
     try:
-        batch_id = json.loads(run_cli(home, "submit", str(batch), "--agency", "BTC", "--json", **env).stdout)["batch_id"]
+        batch_id = json.loads(run_cli(home, "submit", str(batch), "--agency", "BTC", *endorsed(home, batch), "--json",
+                                      **env).stdout)["batch_id"]
         _wait_for(ledger, batch_id, "validated", 3)
     finally:
         without_station.stop()
