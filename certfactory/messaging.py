@@ -12,7 +12,7 @@ def actors_for(redis_url: str) -> ModuleType:
     broker = broker_module.connect(redis_url)
     from workers import actors
 
-    for actor in (*actors.STAGES.values(), actors.record_exhausted, actors.refresh_index):
+    for actor in (*actors.STAGES.values(), actors.record_exhausted, actors.refresh_index, actors.refresh_crl):
         if actor.broker is not broker:  # a second broker in one process (tests, demo re-runs)
             actor.broker = broker
             broker.declare_actor(actor)

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from factory import ca as ca_profile
-from factory import tokens
+from factory import revocation, tokens
 from factory.calendar import WorkingCalendar
 from factory.ca import CAToken, Policy
 from factory.devices import Station
@@ -283,6 +283,15 @@ class Issuance:
     def refresh_index(self) -> None:
         """Rewrite the repository's index.json from the ledger (O(published): batch it)."""
         self.repository.write_index(self.ledger.index_entries())
+
+    def refresh_crl(self) -> dict[str, object]:
+        """Sign and write a fresh CRL with the issuing key on the CA token (O(held +
+        revoked): debounce it, never per certificate). Returns its summary."""
+        self._need(self.ca_token, "CA token")
+        self._need(self.chain, "CA chain")
+        assert self.ca_token is not None and self.chain is not None
+        return revocation.issue_crl(self.ledger, self.chain[1], self.ca_token.key(ca_profile.ISSUING_LABEL),
+                                    self.repository.root, self.clock())
 
     def fail(self, request_id: str, reason_code: str, reason: str) -> None:
         """Park a request in `failed` with the reason (exhausted retries, permanent errors)."""

@@ -74,10 +74,30 @@ def refresh_index() -> None:
     issuance().refresh_index()
 
 
+CRL_REFRESH_MS = 5000
+_CRL_REFRESH_KEY = "certfactory:crl-refresh"
+
+
+@dramatiq.actor(queue_name="sign", max_retries=3)
+def refresh_crl() -> None:
+    """Sign and write a fresh CRL on the CA host (the sign queue's pool holds the CA token)."""
+    issuance().refresh_crl()
+
+
+def crl_changed() -> None:
+    """A certificate went on hold or was released: a fresh CRL within CRL_REFRESH_MS.
+    A CRL costs O(held + revoked), so one per interval at most, never one per certificate;
+    sent after the change committed, so the CRL it makes always includes it."""
+    client = getattr(dramatiq.get_broker(), "client", None)
+    if client is None or client.set(_CRL_REFRESH_KEY, 1, nx=True, px=CRL_REFRESH_MS):
+        refresh_crl.send_with_options(delay=CRL_REFRESH_MS)
+
+
 @dramatiq.actor(queue_name="publish", **RETRIES)
 def publish(request_id: str) -> None:
-    """activated → published; the repository index follows within a second."""
+    """activated → published; the repository index and the CRL (hold released) follow."""
     _run("publish", request_id, None)
+    crl_changed()
     # Rewriting index.json costs O(published): once a second at most, never skipped. The
     # refresh runs after this publication committed, so it always includes it.
     client = getattr(dramatiq.get_broker(), "client", None)
@@ -99,8 +119,9 @@ def package(request_id: str) -> None:
 
 @dramatiq.actor(queue_name="sign", **RETRIES)
 def sign(request_id: str) -> None:
-    """key_generated → signed."""
+    """key_generated → signed (on hold: the CRL lists it within CRL_REFRESH_MS)."""
     _run("sign", request_id, package)
+    crl_changed()
 
 
 @dramatiq.actor(queue_name="generate_key", **RETRIES)
