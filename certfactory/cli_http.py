@@ -7,14 +7,15 @@ import datetime as dt
 import getpass
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import redis
-from fastapi import FastAPI
 
 from certfactory.settings import Settings
 from factory.errors import CertFactoryError
+
+if TYPE_CHECKING:  # FastAPI takes half a second to import: only `serve` needs it
+    from fastapi import FastAPI
 
 
 def build_app(settings: Settings, on_revocation: Callable[[], None] | None = None) -> FastAPI:
@@ -86,6 +87,8 @@ def register(main: click.Group, agencies: click.Group) -> None:
                as_json: bool) -> None:
         """Revoke the certificate SERIAL (hex, as in the repository's file names), or all of
         an agency's with --agency; then re-sign the CRL."""
+        import redis
+
         from certfactory.crlsigner import issue_crl
         from factory import revocation
 
@@ -140,10 +143,15 @@ def register(main: click.Group, agencies: click.Group) -> None:
     def key_create(agency_code: str | None, operator: bool, as_json: bool) -> None:
         """Issue an API key for AGENCY_CODE (or --operator). The key is printed once: hand it over now."""
         from factory import access
+        from factory.agencies import get_agency
 
         if (agency_code is None) == (not operator):
             raise click.UsageError("give either AGENCY_CODE or --operator")
-        plaintext = access.create_api_key(wiring.ledger(_settings()), agency_code, dt.datetime.now(dt.UTC))
+        ledger = wiring.ledger(_settings())
+        if agency_code is not None and get_agency(ledger, agency_code) is None:
+            raise click.ClickException(f"agency {agency_code!r} is not registered: import it first with "
+                                       "`certfactory agencies import`")
+        plaintext = access.create_api_key(ledger, agency_code, dt.datetime.now(dt.UTC))
         key_id = plaintext.split("_")[1]
         _print({"key_id": key_id, "agency_code": agency_code, "key": plaintext}, as_json,
                f"key {key_id} for {agency_code or 'operators'} (shown once, stored only hashed):\n{plaintext}")

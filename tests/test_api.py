@@ -217,3 +217,19 @@ def test_activation_over_http_is_idempotent(settings: Settings, redis_server: Re
     assert (first.json()["activated"], second.json()["activated"]) == (True, False)
     assert second.json()["state"] == "activated"
     assert redis.Redis.from_url(redis_server.url).llen("dramatiq:publish") == 1
+
+
+def test_api_keys_from_the_command_line_are_shown_once_listed_by_id_and_withdrawn(settings: Settings,
+                                                                                   ledger: Ledger) -> None:
+    """`agencies key create` prints the key once (the list shows ids only), the key opens
+    the API, `agencies key revoke` closes it; an unregistered agency gets no key."""
+    register_demo_agency(settings, ledger, "BTC")
+    created = json.loads(run_cli(settings.home, "agencies", "key", "create", "BTC", "--json").stdout)
+    listed = run_cli(settings.home, "agencies", "key", "list", "--json").stdout
+    assert created["key_id"] in listed and created["key"] not in listed
+    client = _client(settings)
+    assert client.get(f"/requests/{'0' * 32}", headers=_bearer(created["key"])).status_code == 404
+    run_cli(settings.home, "agencies", "key", "revoke", created["key_id"])
+    assert client.get(f"/requests/{'0' * 32}", headers=_bearer(created["key"])).status_code == 401
+    unknown = run_cli(settings.home, "agencies", "key", "create", "NOPE", check=False)
+    assert unknown.returncode != 0 and "not registered" in unknown.stderr and "Traceback" not in unknown.stderr

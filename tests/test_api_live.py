@@ -4,6 +4,7 @@ headless Chromium loads the Vietnamese search page, searches a name and saves a 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -127,18 +128,43 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live: dict[str, 
 
 
 def test_the_vietnamese_search_page_in_headless_chromium(live: dict[str, str], tmp_path: Path) -> None:
-    """Chromium loads the page from the live server with a search for a name with
+    """Chromium loads the page from the live server; the search is made as its form
+    submits it (action and field read from the DOM Chromium built) with a name with
     diacritics; the result is in the DOM and a screenshot is saved."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium not found: install Debian's chromium package (`apt-get install -y chromium`, as root)")
-    url = f"{live['url']}/repository/?" + urllib.parse.urlencode({"q": live["name"]})
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert live["name"] in dom.stdout and "Tìm thấy 1 chứng thư số" in dom.stdout, dom.stdout[-2000:] + dom.stderr
+
+    def dom(url: str) -> str:
+        done = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "</html>" in done.stdout, done.stderr[-2000:]
+        return done.stdout
+
+    page_url = f"{live['url']}/repository/"
+    page = dom(page_url)
+    assert '<html lang="vi">' in page and "Kho công bố chứng thư số" in page and "Đang công bố 4" in page
+    form = re.search(r'<form method="get" action="([^"]*)">.*?<input type="search" id="q" name="(\w+)"', page, re.S)
+    assert form is not None, page[-2000:]
+    search_url = urllib.parse.urljoin(page_url, form[1]) + "?" + urllib.parse.urlencode({form[2]: live["name"]})
+    found = dom(search_url)
+    assert "Tìm thấy 1 chứng thư số" in found and f"<td>{live['name']}</td>" in found, found[-2000:]
+    assert not live["name"].isascii()
     screenshot = tmp_path / "repository-search.png"
-    subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=1200,800", url], capture_output=True,
+    subprocess.run([*flags, f"--screenshot={screenshot}", "--window-size=1200,800", search_url], capture_output=True,
                    timeout=120)
     assert screenshot.exists() and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 10_000, "the screenshot looks blank"
+
+
+def test_metrics_are_served_for_prometheus(live: dict[str, str]) -> None:
+    """GET /metrics answers in Prometheus' text format with the ledger's and Redis' gauges
+    (the counts themselves depend on what schemathesis revoked before)."""
+    with urllib.request.urlopen(f"{live['url']}/metrics", timeout=10) as answer:
+        body = answer.read().decode()
+        assert answer.headers["Content-Type"].startswith("text/plain")
+    requests = {state: float(count) for state, count in re.findall(r'^certfactory_requests\{state="(\w+)"\} (\S+)$',
+                                                                    body, re.M)}
+    assert sum(requests.values()) == 4 and {"published", "revoked"} <= requests.keys(), body[:2000]
+    assert 'certfactory_exporter_source_up{source="redis"} 1.0' in body

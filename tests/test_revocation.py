@@ -1,63 +1,23 @@
-"""Revocation and the CRL: held, revoked and published certificates get the statuses
-relying parties expect, from the CRL signed on the CA token and checked by OpenSSL."""
+"""Revocation and the CRL as a view of the ledger, with a software CA (the CA token,
+the real pipeline and OpenSSL: test_crl)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from sqlalchemy import select, update
 
-from certfactory.settings import Settings
 from factory import revocation
-from factory.ledger import Ledger, audit_events, certificates, requests
+from factory.ledger import Ledger
 from factory.revocation import RevocationRefused
 from schemas.status import RequestState as S
-from tests.conftest import certfactory_env, run_cli
 from tests.softca import SoftCA, file_batch, issue
 
 NOW = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
-
-# The CA key lives on SoftHSM2: sign the CRL in a process of its own with the CA's
-# SOFTHSM2_CONF (this pytest process may have loaded the module for another token).
-_ISSUE_CRL = """
-import datetime as dt, json
-from certfactory import wiring
-from certfactory.settings import Settings
-from factory import ca, ceremony, revocation
-settings = Settings()
-layout = wiring.home(settings)
-token = wiring.ca_token(settings)
-_, issuing = ceremony.CAFiles(layout.ca).load()
-summary = revocation.issue_crl(wiring.ledger(settings), issuing, token.key(ca.ISSUING_LABEL), layout.repository,
-                               dt.datetime.now(dt.UTC))
-token.close()
-print(json.dumps(summary))
-"""
-
-
-def _issue_crl_on_token(home: Path) -> dict[str, object]:
-    env = certfactory_env(home, SOFTHSM2_CONF=str(home / "ca" / "softhsm2.conf"))
-    done = subprocess.run([sys.executable, "-c", _ISSUE_CRL], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["openssl", *args], capture_output=True, text=True)
-
-
-def _verify(home: Path, serial: str) -> subprocess.CompletedProcess[str]:
-    return _openssl("verify", "-crl_check", "-CAfile", str(home / "repository" / "ca" / "chain.pem"),
-                    "-CRLfile", str(home / "repository" / "crl" / "issuing.pem"),
-                    str(home / "repository" / "certs" / f"{serial}.pem"))
-
 
 def _reasons(crl: x509.CertificateRevocationList) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
@@ -176,49 +136,19 @@ def test_an_older_crl_never_replaces_a_newer_one_in_the_repository(ledger: Ledge
     assert x509.load_pem_x509_crl((path.parent / "issuing.pem").read_bytes()) == newer
 
 
-@pytest.mark.integration
-def test_openssl_refuses_revoked_and_held_certificates_and_accepts_published(tmp_path: Path,
-                                                                              tools: dict[str, str]) -> None:
-    """Certificates from the real pipeline, CRL signed on the CA token: `openssl crl -verify`
-    accepts the CRL; `openssl verify -crl_check` refuses the revoked and the held one and
-    accepts the published one; revoking the agency then refuses all three."""
-    home = tmp_path / "var"
-    run_cli(home, "demo", "--count", "3", "--key-type", "ecdsa-p256")
-    ledger = Ledger.connect(Settings(home=home).ledger_url)
-    with ledger.engine.connect() as connection:
-        serials = list(connection.execute(select(certificates.c.serial).order_by(certificates.c.serial)).scalars())
-    assert len(serials) == 3
-    revoked, held, published = serials
-    with ledger.transaction() as connection:  # as if signed and not yet activated
-        connection.execute(update(certificates).where(certificates.c.serial == held).values(status="hold"))
-    revocation.revoke(ledger, revoked, "keyCompromise", "operator:test", dt.datetime.now(dt.UTC), "token lost")
-
-    first = _issue_crl_on_token(home)
-    crl_der = home / "repository" / "crl" / "issuing.crl"
-    checked = _openssl("crl", "-verify", "-inform", "DER", "-in", str(crl_der), "-noout",
-                       "-CAfile", str(home / "repository" / "ca" / "issuing.pem"))
-    assert checked.returncode == 0 and "verify OK" in checked.stderr + checked.stdout, checked.stderr
-    lint = subprocess.run([str(Path(sys.executable).parent / "lint_crl"), "lint", "-t", "CRL", "-p", "PKIX",
-                           "-s", "WARNING", str(crl_der)], capture_output=True, text=True)
-    assert lint.returncode == 0 and lint.stdout.strip() == "", lint.stdout
-    crl = x509.load_der_x509_crl(crl_der.read_bytes())
-    assert _reasons(crl) == {revoked: "keyCompromise", held: "certificateHold"}
-    for serial, refused in ((revoked, True), (held, True), (published, False)):
-        result = _verify(home, serial)
-        assert (result.returncode != 0) is refused, (serial, result.stdout, result.stderr)
-        assert ("certificate revoked" in result.stdout + result.stderr) is refused
-    revoked_request = ledger.certificate_for_serial(revoked).request_id  # type: ignore[union-attr]
-    trail = [e for e in ledger.audit_trail(revoked_request) if e.to_state == "revoked"]
-    assert json.loads(trail[0].detail)["by"] == "operator:test"
-
-    outcome = revocation.revoke_agency(ledger, "DEMO-BTC", "cessationOfOperation", "operator:test",
-                                       dt.datetime.now(dt.UTC))
-    assert sorted(r.serial for r in outcome.revoked) == sorted([held, published])
-    second = _issue_crl_on_token(home)
-    assert int(second["crl_number"]) > int(first["crl_number"])  # type: ignore[call-overload]
-    assert _verify(home, published).returncode != 0
-    assert _reasons(x509.load_der_x509_crl(crl_der.read_bytes()))[held] == "cessationOfOperation"
-    with ledger.engine.connect() as connection:
-        states = set(connection.execute(select(requests.c.state)).scalars())
-        kinds = set(connection.execute(select(audit_events.c.kind)).scalars())
-    assert states == {S.revoked.value} and {"agency_revoked", "crl_issued"} <= kinds
+def test_revoking_an_agency_revokes_its_certificates_and_stops_its_unsigned_requests(ledger: Ledger,
+                                                                                    tmp_path: Path) -> None:
+    """A dissolved agency: published and held certificates revoked, a request not yet
+    signed stopped (none is issued later); another agency's certificate untouched."""
+    authority = SoftCA.create()
+    ids = file_batch(ledger, tmp_path, "BTC", 3, seed=6)
+    published = issue(ledger, authority, ids[0], publish=True)
+    held = issue(ledger, authority, ids[1], publish=False)
+    other = issue(ledger, authority, file_batch(ledger, tmp_path, "BNV", 1, seed=7)[0], publish=True)
+    outcome = revocation.revoke_agency(ledger, "BTC", "cessationOfOperation", "operator:lan", NOW, "merged")
+    assert sorted(r.serial for r in outcome.revoked) == sorted([published, held])
+    assert outcome.stopped_requests == [ids[2]]
+    assert {ledger.get_request(i).state for i in ids} == {S.revoked.value}  # type: ignore[union-attr]
+    assert ledger.certificate_for_serial(other).status == "published"  # type: ignore[union-attr]
+    again = revocation.revoke_agency(ledger, "BTC", "cessationOfOperation", "operator:lan", NOW)
+    assert (again.revoked, again.stopped_requests) == ([], [])
