@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from certfactory import operations, wiring
+from certfactory.crlsigner import issue_crl
 from certfactory.demo_agency import submit_endorsed
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.settings import Settings
@@ -90,6 +91,8 @@ def run_demo(settings: Settings, count: int, key_type: str, quiet: bool = False)
                                 "publishing", report["accepted"], console, pools, quiet)
         wall = time.monotonic() - started
         wiring.issuance(settings, "general").refresh_index()  # the pools stop before their delayed refresh
+        crl = issue_crl(demo_settings)  # likewise the CRL: holds released at publication
+        console.print(f"CRL {crl.get('crl_number')} signed on the CA token → {layout.repository / 'crl'}")
     finally:
         pools.stop()
         layout.redis_url_file.unlink(missing_ok=True)
