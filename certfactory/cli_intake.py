@@ -73,11 +73,13 @@ def register(main: click.Group, agencies: click.Group) -> None:
         try:
             report = operations.submit(settings, wiring.ledger(settings), file, agency_code, signature=data,
                                        endorsement_letter=endorsement_letter, operator=operator, dry_run=dry_run)
-        except (EndorsementRefused, BatchFileError) as error:  # refused whole
+        except (EndorsementRefused, BatchFileError, OSError) as error:  # refused whole
+            message = error.diagnostics() if not isinstance(error, OSError) else \
+                f"{file}: cannot be read ({error.strerror or error})"
             if as_json:
-                click.echo(json.dumps({"batch_id": None, "refused": error.diagnostics(),
-                                       "code": getattr(error, "reason", error.code)}, ensure_ascii=False))
-            click.echo(f"Error: {error.diagnostics()}", err=True)
+                code = getattr(error, "reason", None) or getattr(error, "code", "unreadable")
+                click.echo(json.dumps({"batch_id": None, "refused": message, "code": code}, ensure_ascii=False))
+            click.echo(f"Error: {message}", err=True)
             sys.exit(1)
         _print(report, as_json, _submit_text(report, file, dry_run))
 
@@ -91,7 +93,10 @@ def register(main: click.Group, agencies: click.Group) -> None:
         from certfactory import wiring
         from factory.agencies import import_agencies
 
-        report = import_agencies(wiring.ledger(_settings()), file)
+        try:
+            report = import_agencies(wiring.ledger(_settings()), file)
+        except OSError as error:
+            raise click.ClickException(f"{file}: cannot be read ({error.strerror or error})") from None
         lines = [f"{file.name}: {len(report.added)} added, {len(report.updated)} updated, "
                  f"{len(report.unchanged)} unchanged, {len(report.refused)} refused"]
         lines += [f"  row {r['row']} ({r['agency_code']}): {r['reason']}" for r in report.refused]
