@@ -28,7 +28,7 @@ from factory.ledger import Ledger, append_audit, batches, requests
 from factory.spreadsheets import BatchFileError, read_table
 from factory.validation import canonical_name, normalise_name, normalise_phone, parse_row, validate_record
 from schemas import RequestRecord, Role
-from schemas.status import Rejection, RequestState
+from schemas.status import BatchSubmitted, Rejection, RequestState, RowReport
 
 Row = tuple[int, dict[str, Any] | Rejection]
 CHUNK = 500  # rows checked against the ledger per query
@@ -46,11 +46,6 @@ class RowOutcome:
     request_ref: str | None
     status: str  # accepted | rejected | duplicate
     reasons: list[Rejection] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The row as ``submit --json`` prints it."""
-        return {"row": self.row, "request_ref": self.request_ref, "status": self.status,
-                "reasons": [reason.model_dump() for reason in self.reasons]}
 
 
 @dataclass
@@ -71,10 +66,13 @@ class CheckedBatch:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
 
     def report(self) -> dict[str, Any]:
-        """The submission report (issue 3 item 7's JSON shape)."""
-        return {"batch_id": self.batch_id, "accepted": self.count("accepted"), "rejected": self.count("rejected"),
-                "duplicates": self.count("duplicate"), "rows": [outcome.as_dict() for outcome in self.outcomes],
-                "warnings": self.warnings}
+        """The submission report, shaped by ``schemas.BatchSubmitted`` (the public contract)."""
+        return BatchSubmitted(
+            batch_id=self.batch_id, accepted=self.count("accepted"), rejected=self.count("rejected"),
+            duplicates=self.count("duplicate"), warnings=self.warnings,
+            rows=[RowReport(row=o.row, request_ref=o.request_ref, status=o.status,  # type: ignore[arg-type]
+                            reasons=o.reasons) for o in self.outcomes],
+        ).model_dump(mode="json")
 
     def close(self) -> None:
         """Delete the spool."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,8 +35,19 @@ class Rejection(BaseModel):
     message: str
 
 
+class RowReport(BaseModel):
+    """What became of one row of a batch: ``reasons`` name the request-record field at fault."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    row: int
+    request_ref: str | None
+    status: Literal["accepted", "rejected", "duplicate"]
+    reasons: list[Rejection]
+
+
 class BatchSubmitted(BaseModel):
-    """What ``certfactory submit --json`` prints."""
+    """What ``certfactory submit --json`` prints: counts, every row, the warnings apart."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,6 +55,8 @@ class BatchSubmitted(BaseModel):
     accepted: int
     rejected: int
     duplicates: int
+    rows: list[RowReport]
+    warnings: list[str]
 
 
 class DeadlineStanding(BaseModel):
