@@ -1,6 +1,7 @@
 """The HTTP API (FastAPI; ``certfactory serve`` runs it on uvicorn). OpenAPI at /openapi.json.
 
-Agencies authenticate with their API key (``Authorization: Bearer <key>``) and see,
+Agencies authenticate with their API key (``Authorization: Bearer <key>``), or over
+mutual TLS with their head's registered certificate, and see,
 submit, activate and revoke only their own requests; operators' keys act for all and
 may retry and reconcile. A refused call is 401 or 403 with the reason and an audit
 event. Each caller has a token bucket (in this process's memory: with several server
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import re
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable
@@ -104,11 +106,19 @@ def create_app(settings: Settings, *, limits: RateLimits = RateLimits(),
         return HTTPException(status, reason, headers=headers)
 
     def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Principal:
-        if credentials is None:
+        certificate = _client_certificate(request)
+        if credentials is None and certificate is None:
             raise refuse(request, 401, "missing API key: send the header Authorization: Bearer <key>")
-        principal = access.authenticate(ledger(), credentials.credentials)
-        if principal is None:
-            raise refuse(request, 401, "the API key is unknown or withdrawn")
+        if credentials is not None:
+            principal = access.authenticate(ledger(), credentials.credentials)
+            if principal is None:
+                raise refuse(request, 401, "the API key is unknown or withdrawn")
+        else:
+            assert certificate is not None
+            principal = access.authenticate_certificate(ledger(), certificate)
+            if principal is None:
+                raise refuse(request, 401, "the client certificate is no registered agency head's certificate: "
+                                           "register it with `certfactory agencies import`, or send an API key")
         wait = buckets.take(principal.name)
         if wait:
             raise HTTPException(429, f"rate limit for {principal.name} exceeded ({limits.per_second:g} calls/s, "
@@ -251,6 +261,12 @@ def create_app(settings: Settings, *, limits: RateLimits = RateLimits(),
 
     app.include_router(site.router(wiring.home(settings).repository))
     return app
+
+
+def _client_certificate(request: Request) -> bytes | None:
+    """The DER of the client certificate the TLS layer verified (ASGI TLS extension), or None."""
+    chain = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_chain")
+    return ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None
 
 
 def _utc(at: Any) -> Any:

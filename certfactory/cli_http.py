@@ -60,16 +60,21 @@ def register(main: click.Group, agencies: click.Group) -> None:
         import uvicorn
 
         from certfactory.crlsigner import CRLSchedule
+        from certfactory.tls import uvicorn_options
 
         settings = _settings()
         host, colon, port = settings.http_address.rpartition(":")
         if not colon or not port.isdigit() or int(port) > 65535:
             raise click.ClickException(f"CERTFACTORY_HTTP_ADDRESS must be host:port, got {settings.http_address!r}")
+        try:
+            tls = uvicorn_options(settings)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         schedule = CRLSchedule(settings, settings.crl_refresh_seconds).start()
         try:
             uvicorn.run(build_app(settings, on_revocation=schedule.poke), host=host.strip("[]") or "127.0.0.1",
-                        port=int(port), log_level="info")
+                        port=int(port), log_level="info", timeout_graceful_shutdown=10, **tls)
         finally:
             schedule.stop()
 

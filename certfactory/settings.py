@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     api_burst: int = Field(default=30, ge=1, le=100_000, description="API calls a caller may make at once")
     crl_refresh_seconds: float = Field(default=3600.0, ge=1, le=43_200,
                                        description="`serve` re-signs the CRL this often (its nextUpdate is 24 h)")
+    http_tls_cert: Path | None = Field(default=None, description="`serve` speaks HTTPS with this certificate (PEM)")
+    http_tls_key: Path | None = Field(default=None, description="The private key of http_tls_cert (PEM)")
+    http_tls_client_ca: Path | None = Field(
+        default=None, description="Ask clients for a certificate chaining to these (PEM): an agency whose head "
+        "certificate is presented needs no API key (mutual TLS)")
     pickup_address: str = Field(
         default="Phòng tiếp nhận, trụ sở CA, Hà Nội", description="Where agencies collect devices by default"
     )

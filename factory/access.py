@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, String, Table, insert, select, update
 
+from factory.agencies import fingerprint, list_agencies
 from factory.errors import PermanentError
 from factory.ledger import Ledger, metadata
 
@@ -104,6 +105,16 @@ def list_api_keys(ledger: Ledger, agency_code: str | None = None) -> list[Any]:
         query = query.where(api_keys.c.agency_code == agency_code)
     with ledger.engine.connect() as connection:
         return list(connection.execute(query))
+
+
+def authenticate_certificate(ledger: Ledger, der: bytes) -> Principal | None:
+    """The agency whose registered head certificate is exactly ``der`` (mutual TLS: the
+    TLS layer checked the chain and the key; this names the agency), or None."""
+    wanted = hashlib.sha256(der).hexdigest()
+    for agency in list_agencies(ledger):
+        if fingerprint(agency.certificate()) == wanted:
+            return Principal(f"cert:{wanted[:12]}", agency.agency_code)
+    return None
 
 
 def authenticate(ledger: Ledger, presented: str) -> Principal | None:
