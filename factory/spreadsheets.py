@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+from openpyxl.xml.constants import SHARED_STRINGS
+from openpyxl.reader.excel import ExcelReader
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.xml.functions import iterparse
 
 from factory.errors import PermanentError
 from factory.validation import LETTERS
@@ -160,6 +163,30 @@ def _records(name: str, rows: Iterable[tuple[int, tuple[object, ...]]], columns:
         raise HeaderError(name, "no header row found", [labels[0] for labels in columns.labels.values()])
 
 
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+class _Reader(ExcelReader):
+    """openpyxl's reader with a leaner shared-strings table: Excel keeps every distinct text
+    there (names, e-mails, IDs: about five per row), and openpyxl builds a descriptor object
+    per entry, a third of the reading time of an Excel-saved batch. Same content: the plain
+    text or the runs' texts, phonetic hints left out, ``_x005F_`` escapes undone."""
+
+    def read_strings(self) -> None:
+        part = self.package.find(SHARED_STRINGS)
+        if part is None:
+            return
+        strings: list[str] = []
+        with self.archive.open(part.PartName[1:]) as source:
+            for _, node in iterparse(source):
+                if node.tag == f"{_MAIN}si":
+                    plain = node.find(f"{_MAIN}t")
+                    texts = [plain] if plain is not None else node.findall(f"{_MAIN}r/{_MAIN}t")
+                    strings.append("".join(t.text or "" for t in texts).replace("x005F_", ""))
+                    node.clear()
+        self.shared_strings = strings
+
+
 def _sheet_rows(path: Path) -> Iterator[tuple[int, tuple[object, ...]]]:
     """(row number, cell values) of the first sheet; any openpyxl failure is the file's."""
     # On a damaged file openpyxl raises almost anything (zip, XML, KeyError, TypeError…);
@@ -168,7 +195,9 @@ def _sheet_rows(path: Path) -> Iterator[tuple[int, tuple[object, ...]]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no default style", unsupported extensions: harmless
-            workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+            reader = _Reader(path, read_only=True, data_only=True)
+            reader.read()
+            workbook = reader.wb
         sheet = workbook.worksheets[0]
         sheet.reset_dimensions()  # some writers record a wrong used range: read what is there
         for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1):

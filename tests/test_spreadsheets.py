@@ -272,3 +272,30 @@ def test_a_sheet_of_blank_rows_yields_no_row(tmp_path: Path) -> None:
         sheet.append([None, " "])
     workbook.save(tmp_path / "blank-rows.xlsx")
     assert list(read_table(tmp_path / "blank-rows.xlsx")) == []
+
+
+def test_shared_strings_read_as_openpyxl_reads_them(tmp_path: Path) -> None:
+    """The lean shared-strings reader gives openpyxl's texts: plain, rich-text runs without
+    their phonetic hints, escapes, blanks, whitespace kept."""
+    import zipfile
+
+    from openpyxl.reader.excel import ExcelReader
+
+    from factory.spreadsheets import _Reader
+
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    entries = ["<si><t>Nguyễn Văn An</t></si>", "<si><r><t>Trần </t></r><r><rPr><b/></rPr><t>Thị Thủy</t></r>"
+               "<rPh sb=\"0\" eb=\"1\"><t>phonetic</t></rPh></si>", "<si><t>a_x005F_x000D_b</t></si>", "<si><t/></si>",
+               '<si><t xml:space="preserve"> khoảng trắng </t></si>']
+    with zipfile.ZipFile(tmp_path / "strings.xlsx", "w") as package:
+        package.writestr("[Content_Types].xml", '<Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+                         'content-types"><Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.'
+                         'openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>')
+        package.writestr("xl/sharedStrings.xml", f'<sst xmlns="{main}">{"".join(entries)}</sst>')
+    found = []
+    for reader in (ExcelReader(tmp_path / "strings.xlsx", read_only=True), _Reader(tmp_path / "strings.xlsx",
+                                                                                    read_only=True)):
+        reader.read_manifest()
+        reader.read_strings()
+        found.append(list(reader.shared_strings))
+    assert found[1] == found[0] == ["Nguyễn Văn An", "Trần Thị Thủy", "a_x000D_b", "", " khoảng trắng "]
