@@ -15,7 +15,7 @@ from openpyxl import Workbook, load_workbook
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.settings import Settings
 from factory.endorsement import sign_detached
-from factory.ledger import Ledger, certificates, devices
+from factory.ledger import Ledger, batches, certificates, devices, requests
 from factory.spreadsheets import LABELS
 from factory.synthetic import generate_requests
 from tests.agency import endorsed, make_head, register
@@ -167,10 +167,11 @@ def test_every_kind_of_mistake_is_rejected_while_every_good_row_is_issued_once(
         _wait_for(ledger, report["batch_id"], "awaiting_activation", 2)
         again = json.loads(run_cli(home, "submit", str(batch), "--agency", "BTC", *signature, "--json",
                                    **env).stdout)
-        impostor, impostor_key, impostor_cert = make_head(tmp_path / "impostor", "Kẻ Mạo Danh")
+        _, impostor_key, impostor_cert = make_head(tmp_path / "impostor", "Kẻ Mạo Danh")
+        other = _xlsx(tmp_path / "đợt-2.xlsx", [spare[-1]])  # new rows, signed by someone else
         forged = tmp_path / "forged.p7s"
-        forged.write_bytes(sign_detached(batch.read_bytes(), impostor_cert, impostor_key))
-        refused = run_cli(home, "submit", str(batch), "--agency", "BTC", "--signature", str(forged), check=False,
+        forged.write_bytes(sign_detached(other.read_bytes(), impostor_cert, impostor_key))
+        refused = run_cli(home, "submit", str(other), "--agency", "BTC", "--signature", str(forged), check=False,
                           **env)
         dry = json.loads(run_cli(home, "submit", str(batch), "--agency", "BTC", *PAPER, "--dry-run", "--json",
                                  **env).stdout)
@@ -192,5 +193,8 @@ def test_every_kind_of_mistake_is_rejected_while_every_good_row_is_issued_once(
     status = json.loads(run_cli(home, "status", "--json").stdout)
     assert status["total"] == 1 + len(rows)  # the first batch's row, then each row of the batch once
     with ledger.engine.connect() as connection:
+        assert len(connection.execute(batches.select()).all()) == 3  # first, the batch, the batch again
+        assert connection.execute(requests.select().where(
+            requests.c.citizen_id == spare[-1]["citizen_id"])).first() is None
         assert len(connection.execute(certificates.select()).all()) == 3
         assert len(connection.execute(devices.select().where(devices.c.request_id.is_not(None))).all()) == 3
