@@ -17,7 +17,7 @@ from factory.errors import PermanentError
 from factory.intake import check_batch, record_batch
 from factory.ledger import Ledger
 from factory.synthetic import generate_requests
-from schemas.status import RequestState
+from schemas.status import BatchSubmitted, RequestState
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 KEY_TYPES = ("rsa2048", "ecdsa-p256")
@@ -61,6 +61,7 @@ def test_the_report_has_exactly_the_documented_shape(ledger: Ledger, tmp_path: P
     rows[1]["email"] = "not-an-address"
     report = submit(ledger, jsonl(tmp_path / "b.jsonl", rows))
     assert set(report) == {"batch_id", "accepted", "rejected", "duplicates", "rows", "warnings"}
+    assert BatchSubmitted.model_validate(report).model_dump(mode="json") == report
     assert (report["accepted"], report["rejected"], report["duplicates"]) == (1, 1, 0)
     bad = report["rows"][1]
     assert set(bad) == {"row", "request_ref", "status", "reasons"} and bad["status"] == "rejected"
@@ -211,6 +212,7 @@ def test_any_json_rows_are_accepted_or_rejected_never_a_traceback(tmp_path: Path
         ledger.close()
     assert len(report["rows"]) == len(rows)
     assert all(row["status"] in ("accepted", "rejected") for row in report["rows"])
+    BatchSubmitted.model_validate(report)  # the public shape, whatever the rows held
 
 
 def test_the_agency_report_lands_beside_the_batch(ledger: Ledger, tmp_path: Path) -> None:

@@ -79,21 +79,40 @@ def test_agencies_import_refuses_expired_and_unreadable_heads_with_the_reason(tm
     assert [a["head_name"] for a in listed] == ["Nguyễn Văn Mới"]
 
 
-def test_a_csv_in_another_encoding_is_refused_naming_it(tmp_path: Path) -> None:
-    """A windows-1258 CSV is refused whole with the encoding found; nothing is recorded."""
-    home = tmp_path / "var"
-    register(home, tmp_path / "heads")
-    batch = tmp_path / "batch.csv"
-    shutil.copy(DATA / "intake-cp1258-not-utf8.csv", batch)
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home where agency BTC is registered (and nothing is ever recorded)."""
+    folder = tmp_path_factory.mktemp("registered")
+    register(folder / "var", folder / "heads")
+    return folder / "var"
+
+
+@pytest.mark.parametrize(("name", "exit_code", "said"), [
+    ("intake-cp1258-not-utf8.csv", 1, "windows-1258"),
+    ("intake-utf16-unicode-text.csv", 1, "UTF-16"),
+    ("intake-damaged-not-a-zip.xlsx", 1, "not a readable .xlsx"),
+    ("intake-unknown-column.csv", 1, "unknown column"),
+    ("binary.jsonl", 0, "row.unreadable"),
+])
+def test_an_unreadable_file_is_a_message_never_a_traceback(registered: Path, tmp_path: Path, name: str,
+                                                           exit_code: int, said: str) -> None:
+    """A file in another encoding, damaged or with foreign columns is refused whole naming
+    the problem; unreadable lines of a JSON-lines batch are rejected rows; nothing is recorded."""
+    home = registered
+    batch = tmp_path / name
+    if name == "binary.jsonl":
+        batch.write_bytes(bytes(range(256)) * 4 + b"\n{\"request_ref\": [}\n")
+    else:
+        shutil.copy(DATA / name, batch)
     result = run_cli(home, "submit", str(batch), "--agency", "BTC", *PAPER, "--dry-run", check=False)
-    assert result.returncode == 1 and "windows-1258" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == exit_code and said in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
     assert json.loads(run_cli(home, "status", "--json").stdout)["total"] == 0
 
 
-def test_an_unendorsed_or_unregistered_batch_is_refused_whole(tmp_path: Path) -> None:
+def test_an_unendorsed_or_unregistered_batch_is_refused_whole(registered: Path, tmp_path: Path) -> None:
     """No endorsement, an unknown agency, a letter without its operator: exit 1 with the reason."""
-    home = tmp_path / "var"
-    register(home, tmp_path / "heads")
+    home = registered
     batch = tmp_path / "batch.jsonl"
     batch.write_text(generate_requests(1, seed=3)[0].model_dump_json() + "\n")
     for options, reason in (([], "batch not endorsed"), (PAPER[:2], "paper endorsement incomplete")):
