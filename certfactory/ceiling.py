@@ -1,21 +1,25 @@
-"""The raw ceiling: key generation on a device token plus the CA's signature, in a plain
-loop with no queue and no ledger — what P processes of this host can issue at most.
+"""The raw ceiling: key generation on a fresh device token plus the CA's signature, in a
+plain loop with no queue and no ledger — what P processes of this host can issue at most.
 
-A process loads SoftHSM2 with one SOFTHSM2_CONF, so :func:`run_ceiling` prepares one
-token directory for the run, holding a copy of the CA token (the same issuing key and
-PIN) and one device token per process, then starts P processes of this module
-(``python -m certfactory.ceiling``) with SOFTHSM2_CONF pointing at it. Each logs in once
-to its device token and to the CA token, runs two untimed iterations, says ``ready``,
-waits for ``go`` so all start together, then loops:
+What the pipeline must do on the tokens per device, and nothing else. Before the timing
+(as blank devices arrive from the vendor) :func:`run_ceiling` prepares, for each of the
+P processes, a token directory holding a copy of the CA token (the same issuing key and
+PIN) and one blank device token per iteration (user PIN set), then starts P processes of
+this module (``python -m certfactory.ceiling``) with SOFTHSM2_CONF pointing at their
+own directory. Each logs in to the CA token once, runs two untimed iterations, says
+``ready``, waits for ``go`` so all start together, then loops, each iteration on the
+next fresh device:
 
-    generate a key pair on the device (stored, sensitive, like a subscriber's)
+    open a session on the device and log in (every device needs its own login)
+    generate a key pair on it (stored, sensitive, like a subscriber's), close the session
     build the subscriber certificate over it (the production profile)
     sign it with the CA key on the CA token
 
-and destroys the key pair afterwards, so the device token holds one pair like a real
-device (keygen slows as a token fills: P-256 17 → 33 ms over 500 pairs). The destroy
-is timed apart and left out of the rate. Simulated device latency is added here
-explicitly (after keygen and after the signature), never through the environment.
+Not in the loop (the pipeline's overhead, to be made nearly free): creating blank
+devices, setting the subscriber's PINs, writing the certificate and chain to the
+device, ejecting it, envelopes and manifests, queues and the ledger. Simulated device
+latency is added here explicitly (after keygen and after the signature), never through
+the environment.
 """
 
 from __future__ import annotations
@@ -40,20 +44,19 @@ from factory.errors import CertFactoryError
 
 DEVICE_SO_PIN = "ceiling-so-0000"
 DEVICE_USER_PIN = "ceiling-user-0000"
+DEVICE_LABEL = "ceiling-blank"
 WARM_UP = 2
 
 
-def _iterate(session: Any, key_type: str, record: Any, issuing: Any, policy: Any, ca_key: Any,
-             keygen_delay: float, sign_delay: float) -> tuple[float, float, float, float]:
-    """One keygen + build + sign; returns the four durations (cleanup last)."""
-    from pkcs11 import Attribute
-
+def _iterate(device: Any, key_type: str, record: Any, issuing: Any, policy: Any, ca_key: Any,
+             keygen_delay: float, sign_delay: float) -> tuple[float, float, float]:
+    """Login + keygen on one fresh device, build, CA signature; returns the three durations."""
     from factory import ca as ca_profile
     from factory import tokens
 
-    key_id = os.urandom(16)
     t0 = time.perf_counter()
-    public_der = tokens.generate_keypair(session, key_type, key_id, "ceiling")
+    with device.open(rw=True, user_pin=DEVICE_USER_PIN) as session:
+        public_der = tokens.generate_keypair(session, key_type, os.urandom(16), "ceiling")
     if keygen_delay:
         time.sleep(keygen_delay)
     t1 = time.perf_counter()
@@ -63,15 +66,12 @@ def _iterate(session: Any, key_type: str, record: Any, issuing: Any, policy: Any
     ca_profile.sign(builder, ca_key)
     if sign_delay:
         time.sleep(sign_delay)
-    t3 = time.perf_counter()
-    for obj in list(session.get_objects({Attribute.ID: key_id})):
-        obj.destroy()
-    return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
+    return t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
-def worker(home: Path, label: str, key_type: str, count: int, keygen_delay: float, sign_delay: float,
+def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_delay: float,
            progress: Path) -> dict[str, Any]:
-    """One ceiling process (SOFTHSM2_CONF already names the ceiling's token directory)."""
+    """One ceiling process (SOFTHSM2_CONF already names its own token directory)."""
     from factory import ca as ca_profile
     from factory import ceremony, tokens
     from factory.synthetic import generate_requests
@@ -81,57 +81,62 @@ def worker(home: Path, label: str, key_type: str, count: int, keygen_delay: floa
     _, issuing = ceremony.CAFiles(wiring.home(settings).ca).load()
     policy = wiring.policy(settings)
     record = generate_requests(1, seed=os.getpid(), key_type=key_type)[0]
-    session = tokens.find_token(settings.device_pkcs11_module, label=label).open(rw=True, user_pin=DEVICE_USER_PIN)
-    for _ in range(WARM_UP):
-        _iterate(session, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
+    library = tokens.library(settings.device_pkcs11_module)
+    devices = [slot.get_token() for slot in library.get_slots(token_present=True)]
+    devices = [device for device in devices if device.label == DEVICE_LABEL]
+    if len(devices) < count + WARM_UP:
+        raise CertFactoryError(f"the ceiling found {len(devices)} blank devices, needs {count + WARM_UP}")
+    for device in devices[:WARM_UP]:
+        _iterate(device, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
     print("ready", flush=True)
     sys.stdin.readline()
     keygen: list[float] = []
     build: list[float] = []
     sign: list[float] = []
-    cleanup: list[float] = []
     started = time.time()
     last_report = 0.0
-    for done in range(1, count + 1):
-        durations = _iterate(session, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
-        for bucket, value in zip((keygen, build, sign, cleanup), durations, strict=True):
+    for done, device in enumerate(devices[WARM_UP:WARM_UP + count], start=1):
+        durations = _iterate(device, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
+        for bucket, value in zip((keygen, build, sign), durations, strict=True):
             bucket.append(value)
         if time.monotonic() - last_report > 0.25 or done == count:
             progress.write_text(str(done))
             last_report = time.monotonic()
-    ended = time.time()
-    session.close()
-    return {"iterations": count, "started": started, "ended": ended, "keygen": keygen, "build": build,
-            "sign": sign, "cleanup": cleanup}
+    return {"iterations": count, "started": started, "ended": time.time(), "keygen": keygen, "build": build,
+            "sign": sign}
 
 
-def _prepare(settings: Settings, processes: int) -> Path:
-    """The ceiling's token directory: a copy of the CA token and a device token per process."""
+def _prepare(settings: Settings, shares: list[int]) -> Path:
+    """The ceiling's token directories: per process, a copy of the CA token and one blank
+    device per iteration (warm-up included), made before the timing starts."""
     layout = wiring.home(settings)
     folder = layout.root / "ceiling"
     shutil.rmtree(folder, ignore_errors=True)
-    config = softhsm.write_config(folder / "softhsm2.conf", folder / "tokens")
-    for token in (layout.ca / "tokens").iterdir():
-        shutil.copytree(token, folder / "tokens" / token.name)
-    for index in range(processes):
-        softhsm.init_token(config, f"ceiling-{index}", DEVICE_SO_PIN, DEVICE_USER_PIN)
+    for index, share in enumerate(shares):
+        config = softhsm.write_config(folder / str(index) / "softhsm2.conf", folder / str(index) / "tokens")
+        for token in (layout.ca / "tokens").iterdir():
+            shutil.copytree(token, folder / str(index) / "tokens" / token.name)
+        remaining = share + WARM_UP
+        while remaining > 0:
+            softhsm.init_tokens(config, min(8, remaining), DEVICE_LABEL, DEVICE_SO_PIN, DEVICE_USER_PIN)
+            remaining -= min(8, remaining)
     return folder
 
 
 def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, keygen_delay: float = 0.0,
                 sign_delay: float = 0.0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run ``count`` iterations split over ``processes`` processes; the ceiling is the sum
-    of each process's iterations per second of loop time (cleanup excluded)."""
+    of each process's iterations per second of loop time."""
     count = max(count, processes)  # every process runs at least one iteration
-    folder = _prepare(settings, processes)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CERTFACTORY_SIMULATED_")}
-    env["SOFTHSM2_CONF"] = str(folder / "softhsm2.conf")
     shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    folder = _prepare(settings, shares)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CERTFACTORY_SIMULATED_")}
     children: list[tuple[subprocess.Popen[str], Path, Path]] = []
     for index, share in enumerate(shares):  # each child's stderr goes to its log, closed with the child
         log, counter = folder / f"worker-{index}.log", folder / f"progress-{index}"
-        command = [sys.executable, "-m", "certfactory.ceiling", "--home", str(settings.resolved_home), "--label",
-                   f"ceiling-{index}", "--key-type", key_type, "--count", str(share), "--keygen-delay",
+        env["SOFTHSM2_CONF"] = str(folder / str(index) / "softhsm2.conf")
+        command = [sys.executable, "-m", "certfactory.ceiling", "--home", str(settings.resolved_home),
+                   "--key-type", key_type, "--count", str(share), "--keygen-delay",
                    str(keygen_delay), "--sign-delay", str(sign_delay), "--progress", str(counter)]
         children.append((subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=open(log, "w"), text=True), log, counter))  # noqa: SIM115
@@ -160,13 +165,15 @@ def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, k
             if child.poll() is None:
                 child.kill()
                 child.wait()
-    rates = [r["iterations"] / (r["ended"] - r["started"] - sum(r["cleanup"])) for r in results]
-    every = {name: [v for r in results for v in r[name]] for name in ("keygen", "build", "sign", "cleanup")}
+    rates = [r["iterations"] / (r["ended"] - r["started"]) for r in results]
+    every = {name: [v for r in results for v in r[name]] for name in ("keygen", "build", "sign")}
     return {
         "processes": processes, "iterations": count, "per_second": round(sum(rates), 3),
         "wall_seconds": round(max(r["ended"] for r in results) - min(r["started"] for r in results), 3),
-        "method": "each process: keygen on its own device token + build + CA signature, in a loop, no queue, no "
-                  "ledger; per-process iterations / (loop time − key-pair destroy time), summed over processes",
+        "method": "each process, per iteration, on the next fresh blank device token (made before the timing): "
+                  "open a session and log in, generate the key pair, close; build the certificate; sign it with the "
+                  "CA key on the CA token. No queue, no ledger, no PIN setting, no writing to the device. Rate = "
+                  "per-process iterations / loop time, summed over the processes",
         **{f"{name}_ms": summary(values, 1000, 3) for name, values in every.items()},
     }
 
@@ -175,14 +182,13 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of one ceiling process (started by :func:`run_ceiling`)."""
     parser = argparse.ArgumentParser(prog="python -m certfactory.ceiling")
     parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--label", required=True)
     parser.add_argument("--key-type", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--keygen-delay", type=float, default=0.0)
     parser.add_argument("--sign-delay", type=float, default=0.0)
     parser.add_argument("--progress", type=Path, required=True)
     args = parser.parse_args(argv)
-    result = worker(args.home, args.label, args.key_type, args.count, args.keygen_delay, args.sign_delay,
+    result = worker(args.home, args.key_type, args.count, args.keygen_delay, args.sign_delay,
                     args.progress)
     print(json.dumps(result), flush=True)
 

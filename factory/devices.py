@@ -55,6 +55,8 @@ class Station:
         self.ports = ports
         # a slow device (a USB token takes seconds per RSA key) simulated on SoftHSM2
         self.simulated_keygen_seconds = simulated_keygen_seconds
+        # devices this process personalised: its view of them is current (see refresh)
+        self._personalised_here: set[str] = set()
         self.root = home / "station" / name
         self.tokendir = self.root / "tokens"
         self.config = self.root / "softhsm2.conf"
@@ -86,8 +88,8 @@ class Station:
         with self._provisioning_lock():
             present = softhsm.token_directories(self.tokendir)
             unknown = {s: d for s, d in present.items() if s not in known}
-            for _ in range(max(0, count - len(unknown))):
-                softhsm.init_token(self.config, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
+            softhsm.init_tokens(self.config, max(0, count - len(unknown)), "blank", TRANSPORT_SO_PIN,
+                                TRANSPORT_USER_PIN)
             fresh = {s: d for s, d in softhsm.token_directories(self.tokendir).items() if s not in known}
         tokens.reinitialize(self.module)
         return sorted(fresh.items())
@@ -95,9 +97,15 @@ class Station:
     def refresh(self) -> None:
         """Re-read the station's slots. SoftHSM2 keeps each process's view of a token as it
         was when the process last read the slots (PINs included), and another station
-        process may have personalised or ejected a device since: every device stage starts
-        here."""
+        process may have personalised or ejected a device since: a stage that touches a
+        device another process may have changed starts here."""
         tokens.reinitialize(self.module)
+
+    def refresh_unless_personalised_here(self, serial: str) -> None:
+        """Re-read the slots unless this process personalised the device itself (then it
+        saw every change: the common case is one reinitialisation saved per device)."""
+        if serial not in self._personalised_here:
+            self.refresh()
 
     # -- PIN envelopes ----------------------------------------------------------------------
 
@@ -145,6 +153,7 @@ class Station:
                     session.init_pin(envelope.user_pin)
             except p11.PKCS11Error as error:
                 tokens.raise_token_error(error, f"personalising device {serial}")
+        self._personalised_here.add(serial)
         return envelope
 
     @staticmethod
@@ -214,6 +223,7 @@ class Station:
             raise PermanentError(f"device {serial} is neither on station {self.name} nor packaged")
         softhsm.write_config(target / "softhsm2.conf", target / "tokens")
         os.chmod(target, 0o700)
+        self._personalised_here.discard(serial)
         return target
 
     def write_manifest(self, serial: str, manifest: dict[str, object]) -> Path:

@@ -134,8 +134,9 @@ class Issuance:
         if state != S.validated:
             return self._beyond(state, S.key_generated)
         key_id = tokens.key_id_for(request_id)
-        self.station.refresh()
         device = self.ledger.device_for_request(request_id)
+        if device is not None:  # a redelivery: another station process may have changed the device
+            self.station.refresh()
         while device is None:
             device = self.ledger.claim_blank_device(self.station.name, request_id, key_id.hex())
             if device is None:
@@ -203,8 +204,8 @@ class Issuance:
             raise PermanentError(f"request {request_id} is signed but its device or certificate is missing")
         certificate = x509.load_der_x509_certificate(certificate_row.der)
         key_id = tokens.key_id_for(request_id)
-        self.station.refresh()
         if device.state == "personalised":
+            self.station.refresh_unless_personalised_here(device.serial)
             chain = [(c.public_bytes(Encoding.DER), c.subject.public_bytes(), label)
                      for c, label in ((self.chain[1], "issuing-ca"), (self.chain[0], "root-ca"))]
             public_der = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
@@ -222,8 +223,12 @@ class Issuance:
                 "pin_envelope": f"{device.serial}.json",
             })
             self.station.seal_envelope(device.serial, self.clock().isoformat())
-            self.ledger.set_device(device.serial, "personalised", "packaged")
-        elif device.state == "packaged":
+            with self.ledger.transaction() as connection:  # one commit for the device and the request
+                self.ledger.set_device(device.serial, "personalised", "packaged", connection=connection)
+                self.ledger.transition(request_id, S.signed, S.packaged, connection=connection,
+                                       detail={"device": device.serial})
+            return True
+        if device.state == "packaged":
             self.station.eject(device.serial, device.token_dir)  # finishes a move a crash interrupted
         self._settle(request_id, S.signed, S.packaged, detail={"device": device.serial})
         return True

@@ -130,9 +130,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_WRITER = "certfactory_writer"  # execution option of Ledger.transaction's connections
+
+
 def _sqlite_immediate_transactions(engine: Engine) -> None:
     # pysqlite's deferred BEGIN lets two writers both read then fail to upgrade their
     # lock with SQLITE_BUSY at once; BEGIN IMMEDIATE makes them queue on busy_timeout.
+    # Only writers (Ledger.transaction) take it: a read takes a WAL snapshot and waits
+    # for nobody, so stage reads do not queue behind other processes' commits.
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -145,7 +150,7 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(_WRITER) else "BEGIN")
 
 
 def _utc_text(at: dt.datetime) -> str:
@@ -210,7 +215,7 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One atomic unit of work."""
-        with self.engine.begin() as connection:
+        with self.engine.connect().execution_options(**{_WRITER: True}) as connection, connection.begin():
             yield connection
 
     # -- audit ------------------------------------------------------------------------
@@ -388,18 +393,22 @@ class Ledger:
                 connection.execute(update(requests).where(requests.c.id == request_id)
                                    .values(device_serial=None, updated_at=utcnow()))
 
-    def set_device(self, serial: str, expected: str | tuple[str, ...], new: str, **fields: Any) -> None:
-        """Move a device between lifecycle states (compare-and-set), with an audit event."""
+    def set_device(self, serial: str, expected: str | tuple[str, ...], new: str, *,
+                   connection: Connection | None = None, **fields: Any) -> None:
+        """Move a device between lifecycle states (compare-and-set), with an audit event;
+        inside the caller's transaction when given one."""
         expected_states = (expected,) if isinstance(expected, str) else expected
-        with self.transaction() as connection:
-            result = connection.execute(
-                update(devices).where(devices.c.serial == serial, devices.c.state.in_(expected_states))
-                .values(state=new, updated_at=utcnow(), **fields))
-            if result.rowcount != 1:
-                actual = connection.execute(select(devices.c.state).where(devices.c.serial == serial)).scalar()
-                raise StateConflict("device", serial, "|".join(expected_states), actual)
-            request_id = connection.execute(select(devices.c.request_id).where(devices.c.serial == serial)).scalar()
-            self.audit(connection, "device_" + new, request_id=request_id, detail={"serial": serial})
+        if connection is None:
+            with self.transaction() as own:
+                return self.set_device(serial, expected, new, connection=own, **fields)
+        result = connection.execute(
+            update(devices).where(devices.c.serial == serial, devices.c.state.in_(expected_states))
+            .values(state=new, updated_at=utcnow(), **fields))
+        if result.rowcount != 1:
+            actual = connection.execute(select(devices.c.state).where(devices.c.serial == serial)).scalar()
+            raise StateConflict("device", serial, "|".join(expected_states), actual)
+        request_id = connection.execute(select(devices.c.request_id).where(devices.c.serial == serial)).scalar()
+        self.audit(connection, "device_" + new, request_id=request_id, detail={"serial": serial})
 
     def device_counts(self) -> dict[str, int]:
         """Devices per lifecycle state."""
