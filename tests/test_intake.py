@@ -226,3 +226,24 @@ def test_the_agency_report_lands_beside_the_batch(ledger: Ledger, tmp_path: Path
     sheet = load_workbook(tmp_path / "đợt-1.report.xlsx", read_only=True)["Kết quả"]
     lines = [tuple(row) for row in sheet.iter_rows(min_row=2, values_only=True)]
     assert lines[1][2:5] == ("rejected", "unit_code.format", "unit_code")
+
+
+def test_the_demo_agency_is_registered_once_and_signs_what_it_submits(tmp_path: Path) -> None:
+    """`submit_endorsed` registers the agency with a head key kept 0600 under the home, again
+    without change, and its signature passes the real endorsement check (dry run)."""
+    from certfactory.demo_agency import submit_endorsed
+    from certfactory.settings import Settings
+    from factory.agencies import list_agencies
+    from factory.ledger import audit_events
+
+    settings = Settings(home=tmp_path / "var")
+    ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    batch = jsonl(tmp_path / "b.jsonl", people(2))
+    for _ in range(2):
+        assert submit_endorsed(settings, ledger, batch, "DEMO", dry_run=True)["accepted"] == 2
+    assert [agency.agency_code for agency in list_agencies(ledger)] == ["DEMO"]
+    with ledger.engine.connect() as connection:
+        assert len(connection.execute(audit_events.select().where(audit_events.c.kind == "agency_registered")).all()) == 1
+    key = tmp_path / "var" / "demo-agencies" / "DEMO" / "head-key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert sum(ledger.state_counts().values()) == 0
