@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -23,7 +23,6 @@ from typing import IO, Any
 
 from sqlalchemy import insert, or_, select, update
 
-from factory.errors import PermanentError
 from factory.ledger import Ledger, append_audit, batches, requests
 from factory.spreadsheets import BatchFileError, read_table
 from factory.validation import canonical_name, normalise_name, normalise_phone, parse_row, validate_record
@@ -124,7 +123,7 @@ def _stored(record: RequestRecord) -> RequestRecord:
     return record.model_copy(update=update_)
 
 
-class _Ledgerview:
+class _LedgerView:
     """The ledger facts a batch is checked against, queried a chunk at a time."""
 
     def __init__(self, ledger: Ledger, agency_code: str) -> None:
@@ -229,12 +228,12 @@ def _treasury_warnings(seen: _Seen, held: dict[Role, set[str]]) -> list[str]:
 
 
 def check_batch(ledger: Ledger, path: Path, agency_code: str, *, now: dt.datetime,
-                allowed_key_types: tuple[str, ...], on_row: Callable[[], None] | None = None) -> CheckedBatch:
+                allowed_key_types: tuple[str, ...]) -> CheckedBatch:
     """Check every row of ``path`` for ``agency_code``; ``BatchFileError`` when the file
     cannot be read at all. Nothing is written to the ledger."""
     if path.suffix.lower() not in FORMATS:
         raise BatchFileError(f"{path.name}: unsupported format {path.suffix!r}; use .xlsx, .csv or .jsonl")
-    view = _Ledgerview(ledger, agency_code)
+    view = _LedgerView(ledger, agency_code)
     seen, outcomes, warnings = _Seen(), [], []  # type: ignore[var-annotated]
     spool = tempfile.TemporaryFile("w+", encoding="utf-8")
     batch_id = uuid.uuid4().hex
@@ -246,8 +245,6 @@ def check_batch(ledger: Ledger, path: Path, agency_code: str, *, now: dt.datetim
             known = view.refs([_ref(raw, n) for n, raw, _ in parsed if isinstance(raw, dict)])
             live = view.live_people([record.citizen_id for _, _, (record, _) in parsed if record is not None])
             for number, raw, (record, reasons) in parsed:
-                if on_row:
-                    on_row()
                 ref = _ref(raw, number) if isinstance(raw, dict) else None
                 earlier = known.get(ref) if ref else None
                 if earlier and earlier[1] != RequestState.rejected.value:
@@ -353,6 +350,3 @@ def record_batch(ledger: Ledger, checked: CheckedBatch, endorsement: dict[str, A
                              "endorsement": endorsement})
     return fresh
 
-
-__all__ = ["BatchFileError", "CheckedBatch", "PermanentError", "RowOutcome", "check_batch", "read_jsonl",
-           "read_rows", "record_batch"]
