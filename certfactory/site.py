@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from schemas.api import ErrorMessage, PublishedCertificate, SearchResults
 
@@ -151,31 +151,35 @@ def router(root: Path) -> APIRouter:
     index = Index(root / "index.json")
     routes = APIRouter(prefix="/repository", tags=["public repository"])
 
-    def _file(folder: str, name: str) -> FileResponse:
+    def _file(folder: str, name: str) -> Response:
+        # Read whole, once: the CRL and index are replaced by rename while served, and a
+        # FileResponse would announce the old file's length and send the new one's bytes.
         path = root / folder / name
-        if not path.is_file():
-            raise HTTPException(404, f"{folder}/{name} is not in the repository")
-        return FileResponse(path, media_type=MEDIA_TYPES[path.suffix])
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise HTTPException(404, f"{folder}/{name} is not in the repository") from None
+        return Response(data, media_type=MEDIA_TYPES[path.suffix])
 
-    @routes.get("/certs/{name}", response_class=FileResponse, responses=_binary(MEDIA_TYPES[".cer"],
+    @routes.get("/certs/{name}", response_class=Response, responses=_binary(MEDIA_TYPES[".cer"],
                                                                                  MEDIA_TYPES[".pem"]))
     def certificate(name: str = PathParam(pattern=r"^[0-9a-f]{32}\.(cer|pem)$",
-                                          description="<serial-hex>.cer (DER) or .pem")) -> FileResponse:
+                                          description="<serial-hex>.cer (DER) or .pem")) -> Response:
         """A published certificate by its serial (32 hex digits)."""
         return _file("certs", name)
 
-    @routes.get("/ca/{name}", response_class=FileResponse, responses=_binary(MEDIA_TYPES[".cer"],
+    @routes.get("/ca/{name}", response_class=Response, responses=_binary(MEDIA_TYPES[".cer"],
                                                                               MEDIA_TYPES[".pem"]))
     def ca_certificate(name: str = PathParam(
             pattern=r"^((root|issuing)\.(cer|pem)|chain\.pem)$",
-            description="root.cer, root.pem, issuing.cer, issuing.pem or chain.pem")) -> FileResponse:
+            description="root.cer, root.pem, issuing.cer, issuing.pem or chain.pem")) -> Response:
         """A CA certificate (root, issuing) or the chain."""
         return _file("ca", name)
 
-    @routes.get("/crl/{name}", response_class=FileResponse, responses=_binary(MEDIA_TYPES[".crl"],
+    @routes.get("/crl/{name}", response_class=Response, responses=_binary(MEDIA_TYPES[".crl"],
                                                                                MEDIA_TYPES[".pem"]))
     def crl(name: str = PathParam(pattern=r"^issuing\.(crl|pem)$",
-                                                   description="issuing.crl (DER) or issuing.pem")) -> FileResponse:
+                                                   description="issuing.crl (DER) or issuing.pem")) -> Response:
         """The issuing CA's current CRL (the certificates' CRL distribution point)."""
         return _file("crl", name)
 

@@ -494,7 +494,8 @@ class Ledger:
                            .values(status="published", published_at=at))
 
     def index_entries(self) -> list[dict[str, Any]]:
-        """The repository index: serial, subject fields, validity, publication time."""
+        """The repository index: serial, subject fields, validity, publication time, and
+        the SHA-256 (hex) of the holder's CCCD for the repository's search."""
         query = (select(certificates.c.serial, certificates.c.not_before, certificates.c.not_after,
                         certificates.c.published_at, requests.c.agency_code, requests.c.record)
                  .join(requests, requests.c.id == certificates.c.request_id)
@@ -508,6 +509,8 @@ class Ledger:
                     "agency_code": row.agency_code, "not_before": row.not_before, "not_after": row.not_after,
                     "published_at": row.published_at,
                     "der": f"certs/{row.serial}.cer", "pem": f"certs/{row.serial}.pem",
+                    # Searchable by CCCD without listing it (it is in the certificate's subject anyway).
+                    "citizen_id_sha256": hashlib.sha256(record["citizen_id"].encode()).hexdigest(),
                 })
         return entries
 

@@ -4,7 +4,6 @@ ledger but not the CA token (the token path is tested with `certfactory demo`)."
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +100,8 @@ def certificate(ledger: Ledger, serial: str) -> x509.Certificate:
 
 
 def publish_index(ledger: Ledger, repository_root: Path) -> None:
-    """Write the repository's index.json from the ledger, as the publish stage does, each
-    entry with the SHA-256 of the holder's CCCD (already in the certificate's subject)."""
-    entries = ledger.index_entries()
-    for entry in entries:
-        request_id = ledger.certificate_for_serial(entry["serial"]).request_id  # type: ignore[union-attr]
-        citizen_id = json.loads(ledger.get_request(request_id).record)["citizen_id"]  # type: ignore[union-attr]
-        entry.setdefault("citizen_id_sha256", hashlib.sha256(citizen_id.encode()).hexdigest())
-    Repository(repository_root).write_index(entries)
+    """Write the repository's index.json from the ledger, as the publish stage does."""
+    Repository(repository_root).write_index(ledger.index_entries())
 
 
 def full_name(ledger: Ledger, request_id: str) -> str:

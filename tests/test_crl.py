@@ -6,6 +6,7 @@ published ones; `certfactory serve` serves it and re-signs it after an HTTP revo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -219,6 +220,10 @@ def test_serve_serves_the_crl_and_re_signs_it_after_an_http_revocation(issued: d
         first = _wait_for("serve's first CRL", lambda: (c := served()) is not None and _number(c) > before and c,
                           60)
         assert issued["published"] not in _reasons(first)
+        record = json.loads(issued["ledger"].get_request(issued["request_of"][issued["published"]]).record)
+        digest = hashlib.sha256(record["citizen_id"].encode()).hexdigest()
+        with urllib.request.urlopen(f"{url}/repository/search?q={digest}", timeout=10) as answer:
+            assert [r["serial"] for r in json.loads(answer.read())["results"]] == [issued["published"]]
         request = urllib.request.Request(f"{url}/certificates/{issued['published']}/revocation", method="POST",
                                          data=json.dumps({"reason": "superseded"}).encode(),
                                          headers={"Authorization": f"Bearer {key}",
