@@ -31,15 +31,23 @@ def _ca_issuance(settings: Settings) -> Issuance:
     return wiring.issuance(settings, "ca")
 
 
+def _ask_the_pools(settings: Settings) -> None:
+    actors = actors_for(wiring.redis_url(settings))
+    actors.refresh_crl.send()
+    actors.refresh_index.send()
+
+
 def issue_crl(settings: Settings) -> dict[str, Any]:
-    """Sign and write a fresh CRL now, on this host's CA token; else ask the CA pool
-    (then the summary says ``{"sent_to": "sign"}``). Raises when neither is possible."""
+    """Sign and write a fresh CRL now, on this host's CA token, and the repository's index
+    (revoked certificates leave it); else ask the pools (then the summary says
+    ``{"sent_to": "sign"}``). Raises when neither is possible."""
     try:
         issuance = _ca_issuance(settings)
     except ConfigurationError:
-        actors_for(wiring.redis_url(settings)).refresh_crl.send()
+        _ask_the_pools(settings)
         return {"sent_to": "sign"}
     try:
+        issuance.refresh_index()  # a revoked certificate leaves the search (before the CRL says so)
         return issuance.refresh_crl()
     finally:
         assert issuance.ca_token is not None
@@ -48,7 +56,8 @@ def issue_crl(settings: Settings) -> dict[str, Any]:
 
 
 class CRLSchedule:
-    """A thread re-signing the CRL every ``interval`` seconds, and soon after ``poke()``.
+    """A thread re-signing the CRL (and rewriting the index) every ``interval`` seconds,
+    and at once after ``poke()``.
 
     Keeps one CA token session for the life of the process (login is per process)."""
 
@@ -83,9 +92,10 @@ class CRLSchedule:
             try:
                 self._issuance = _ca_issuance(self.settings)
             except ConfigurationError:
-                actors_for(wiring.redis_url(self.settings)).refresh_crl.send()
+                _ask_the_pools(self.settings)
                 log.info("no CA on this host: asked the CA pool for a fresh CRL")
                 return
+        self._issuance.refresh_index()
         summary = self._issuance.refresh_crl()
         self.issued += 1
         log.info("CRL %s signed with %s entries", summary["crl_number"], summary["entries"])

@@ -233,6 +233,8 @@ def test_serve_serves_the_crl_and_re_signs_it_after_an_http_revocation(issued: d
         after = _wait_for("the CRL listing the certificate revoked over HTTP",
                           lambda: (c := served()) is not None and issued["published"] in _reasons(c) and c, 30)
         assert _reasons(after)[issued["published"]] == "superseded"
+        with urllib.request.urlopen(f"{url}/repository/search?q={digest}", timeout=10) as answer:
+            assert json.loads(answer.read())["count"] == 0  # revoked: no longer listed as published
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
             metrics = answer.read().decode()
         assert "certfactory_requests{" in metrics and "certfactory_stage_duration_seconds_count{" in metrics, \
