@@ -83,6 +83,7 @@ def create_app(settings: Settings, *, limits: RateLimits = RateLimits(),
     is called after each new revocation: wire it to regenerate the CRL on the CA host."""
     app = FastAPI(title="certfactory", version="1", description=__doc__)
     buckets, bearer = TokenBuckets(limits), HTTPBearer(auto_error=False, description="The API key")
+    strangers = TokenBuckets(limits)  # unauthenticated calls, per client address
     opened: list[Ledger] = []
     opening = threading.Lock()
 
@@ -97,6 +98,10 @@ def create_app(settings: Settings, *, limits: RateLimits = RateLimits(),
     app.state.ledger = ledger  # for whoever composes the app (the /metrics exporter)
 
     def refuse(request: Request, status: int, reason: str, principal: Principal | None = None) -> HTTPException:
+        if status == 401:  # no caller to rate-limit yet: limit the refusals (each is a ledger write) per address
+            wait = strangers.take(f"address:{request.client.host if request.client else '?'}")
+            if wait:
+                return _too_many(f"too many unauthenticated calls from this address ({reason})", wait)
         with ledger().transaction() as connection:
             ledger().audit(connection, "access_refused", detail={
                 "status": status, "reason": reason, "method": request.method, "path": request.url.path,
@@ -121,8 +126,8 @@ def create_app(settings: Settings, *, limits: RateLimits = RateLimits(),
                                            "register it with `certfactory agencies import`, or send an API key")
         wait = buckets.take(principal.name)
         if wait:
-            raise HTTPException(429, f"rate limit for {principal.name} exceeded ({limits.per_second:g} calls/s, "
-                                     f"bursts of {limits.burst}); retry later", {"Retry-After": str(math.ceil(wait))})
+            raise _too_many(f"rate limit for {principal.name} exceeded ({limits.per_second:g} calls/s, "
+                            f"bursts of {limits.burst}); retry later", wait)
         return principal
 
     def owned(request: Request, principal: Principal, agency_code: str, what: str) -> None:
@@ -261,6 +266,10 @@ def create_app(settings: Settings, *, limits: RateLimits = RateLimits(),
 
     app.include_router(site.router(wiring.home(settings).repository))
     return app
+
+
+def _too_many(message: str, wait: float) -> HTTPException:
+    return HTTPException(429, message, {"Retry-After": str(math.ceil(wait))})
 
 
 def _client_certificate(request: Request) -> bytes | None:

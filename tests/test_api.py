@@ -105,7 +105,8 @@ def test_an_agency_cannot_read_activate_or_revoke_another_agencys_request(settin
 
 
 def test_calls_past_the_rate_limit_get_429_with_retry_after(settings: Settings, ledger: Ledger) -> None:
-    """Three calls pass, the fourth gets 429 with Retry-After; another agency is not slowed."""
+    """Three calls pass, the fourth gets 429 with Retry-After; another agency is not slowed;
+    unauthenticated calls are limited per address too (each refusal is an audit write)."""
     busy, quiet = access.create_api_key(ledger, "BTC", NOW), access.create_api_key(ledger, "BNV", NOW)
     client = _client(settings, limits=RateLimits(per_second=0.2, burst=3))
     answers = [client.get(f"/batches/{'0' * 32}", headers=_bearer(busy)).status_code for _ in range(4)]
@@ -114,6 +115,8 @@ def test_calls_past_the_rate_limit_get_429_with_retry_after(settings: Settings, 
     assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 5
     assert "rate limit" in limited.json()["detail"]
     assert client.get(f"/batches/{'0' * 32}", headers=_bearer(quiet)).status_code == 404
+    strangers = [client.get(f"/batches/{'0' * 32}", headers=_bearer("cfk_0_guess")).status_code for _ in range(4)]
+    assert strangers == [401, 401, 401, 429] and len(_refusals(ledger)) == 3  # refusals audited up to the limit
 
 
 def test_the_repository_search_finds_a_name_typed_without_diacritics(settings: Settings, ledger: Ledger,
