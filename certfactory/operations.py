@@ -14,7 +14,7 @@ from factory.calendar import WorkingCalendar
 from factory.deadlines import standings
 from factory.errors import CertFactoryError, NotFound
 from factory.agency_report import report_path, write_report
-from factory.endorsement import endorse
+from factory.endorsement import check_unchanged, endorse
 from factory.intake import check_batch, record_batch
 from factory.ledger import Ledger
 from factory.reconciliation import Resumption
@@ -41,6 +41,7 @@ def submit(settings: Settings, ledger: Ledger, path: Path, agency_code: str, *, 
     actors = None if dry_run else actors_for(wiring.redis_url(settings))  # no broker: refuse before recording
     checked = check_batch(ledger, path, agency_code, now=now, allowed_key_types=settings.allowed_key_types)
     try:
+        check_unchanged(path, endorsed)  # the rows read are the bytes the head signed
         fresh = [] if dry_run else record_batch(ledger, checked, endorsed)
     finally:
         checked.close()

@@ -224,6 +224,14 @@ def endorse(target: Engine | Ledger, agency_code: str, batch: Path, *, signature
                              "give --signature FILE.p7s, or --endorsement-letter NUMBER/DATE with --operator NAME")
 
 
+def check_unchanged(batch: Path, endorsement: dict[str, Any]) -> None:
+    """Refuse when the file changed after its signature was checked (it is read twice:
+    once to verify, once for its rows); a paper endorsement names no bytes."""
+    expected = endorsement.get("file_sha256")
+    if expected and _file_digests(batch, {"sha256"})["sha256"].hex() != expected:
+        raise EndorsementRefused(MISMATCH, endorsement.get("agency_code"), "the file changed while it was read")
+
+
 def sign_detached(data: bytes, certificate: x509.Certificate, private_key: pkcs7.PKCS7PrivateKeyTypes,
                   *, pem_output: bool = False) -> bytes:
     """A detached CMS signature over ``data`` exactly (binary: no MIME line-ending

@@ -196,3 +196,14 @@ def test_any_signature_bytes_are_verified_or_refused_never_a_traceback(
             e.verify_signature(batch, candidate, agency, NOW)
         except e.EndorsementRefused:
             pass
+
+
+def test_a_file_changed_after_its_signature_was_checked_is_refused(ledger: Ledger, head: Head, batch: Path) -> None:
+    """The rows must be the bytes the head signed: a change between the two reads refuses the batch."""
+    record = e.endorse(ledger, "BTC", batch, signature=signed(batch, head), at=NOW)
+    e.check_unchanged(batch, record)
+    batch.write_bytes(batch.read_bytes() + b"\n")
+    with pytest.raises(e.EndorsementRefused) as refused:
+        e.check_unchanged(batch, record)
+    assert refused.value.reason == e.MISMATCH
+    e.check_unchanged(batch, {"kind": "paper"})  # a letter names no bytes
