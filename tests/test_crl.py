@@ -1,32 +1,34 @@
-"""The CRL on certificates the real pipeline issued (redis-server, dramatiq workers,
-SoftHSM2 devices and CA token): the workers' debounced CRL puts a signed certificate
-on hold and releases it at publication; `certfactory revoke` re-signs it on the CA
-token; OpenSSL, as a relying party, refuses held and revoked certificates and accepts
-published ones; `certfactory serve` serves it and re-signs it after an HTTP revocation."""
+"""End to end over HTTP and the CRL, on certificates the real pipeline issued
+(redis-server, dramatiq workers, SoftHSM2 devices and CA token, `certfactory serve`):
+an agency files and activates over HTTP; the workers' debounced CRL puts a signed
+certificate on hold and releases it at publication; `certfactory revoke` re-signs it on
+the CA token; OpenSSL, as a relying party, refuses held and revoked certificates and
+accepts published ones; serve serves it and re-signs it after an HTTP revocation."""
 
 from __future__ import annotations
 
 import hashlib
+import datetime as dt
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certfactory import operations
 from certfactory.demo import DEMO_AGENCY, write_batch
 from certfactory.demo_agency import register_demo_agency
 from certfactory.embedded import free_port
 from certfactory.settings import Settings
+from factory import access
 from factory.endorsement import sign_detached
 from factory.ledger import Ledger
 from schemas.status import RequestState as S
@@ -80,39 +82,59 @@ def _verify(home: Path, certificate: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def issued(tmp_path_factory: pytest.TempPathFactory, tools: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """Three P-256 requests through the real pipeline; two activated and published, one
-    left awaiting activation (on hold). Keeps the CRL the workers wrote, then stops them."""
+    """Three P-256 requests through the real pipeline, filed and activated over HTTP on
+    `certfactory serve` with the agency's key: two published, one left awaiting activation
+    (on hold). Keeps the CRLs the workers wrote, then stops them; serve runs on."""
     base = tmp_path_factory.mktemp("crl")
     home = base / "var"
     run_cli(home, "init")
+    ledger = Ledger.connect(f"sqlite:///{home / 'ledger.sqlite'}")
+    head, head_key = register_demo_agency(Settings(home=home), ledger, DEMO_AGENCY)
+    key = access.create_api_key(ledger, DEMO_AGENCY, dt.datetime.now(dt.UTC))
     env = certfactory_env(home, CERTFACTORY_DRAMATIQ_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
     workers = subprocess.Popen([sys.executable, "-m", "certfactory.cli", "worker"], env=env, cwd=base,
                                stdout=(base / "worker.out").open("wb"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     logs = home / "run" / "logs"
-    ledger = Ledger.connect(f"sqlite:///{home / 'ledger.sqlite'}")
+    port = free_port()
+    server = None
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
     def count(state: S) -> int:
         return ledger.state_counts()[state]
 
+    def listening() -> bool:
+        try:
+            return http.get("/openapi.json").status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
         _wait_for("the embedded redis-server", (home / "run" / "redis.url").exists, 60)
+        server = subprocess.Popen([sys.executable, "-m", "certfactory.cli", "serve"], cwd=base,
+                                  env={**env, "CERTFACTORY_HTTP_ADDRESS": f"127.0.0.1:{port}"},
+                                  stdout=(base / "serve.log").open("wb"), stderr=subprocess.STDOUT)
+        _wait_for("certfactory serve", listening, 60)
         batch = write_batch(base / "batch", COUNT, "ecdsa-p256", seed=71)
-        head, head_key = register_demo_agency(Settings(home=home), ledger, DEMO_AGENCY)
-        signature = batch.with_name(batch.name + ".p7s")
-        signature.write_bytes(sign_detached(batch.read_bytes(), head, head_key))
-        run_cli(home, "submit", str(batch), "--agency", DEMO_AGENCY, "--signature", str(signature))
+        filed = http.post("/batches", files={"file": (batch.name, batch.read_bytes()), "signature": (
+            batch.name + ".p7s", sign_detached(batch.read_bytes(), head, head_key))})
+        assert filed.status_code == 202 and filed.json()["accepted"] == COUNT, filed.text
         _wait_for("every request awaiting activation", lambda: count(S.awaiting_activation) == COUNT, log=logs)
         ids = ledger.request_ids()
         serials = [ledger.certificate_for_request(i).serial for i in ids]  # type: ignore[union-attr]
         held_crl = _wait_for("the workers' CRL holding every signed certificate",
                              lambda: (c := _crl(home)) is not None and set(serials) <= set(_reasons(c)) and c, 60)
-        broker = (home / "run" / "redis.url").read_text().strip()
-        assert operations.activate(Settings(home=home, redis_url=broker), ids[1:]) == ids[1:]
+        for request_id in ids[1:]:
+            activated = http.post(f"/requests/{request_id}/activation", json={})
+            assert activated.status_code == 200 and activated.json()["activated"] is True, activated.text
         _wait_for("two published", lambda: count(S.published) == 2, log=logs)
         released_crl = _wait_for("the workers' CRL releasing the published ones",
                                  lambda: (c := _crl(home)) is not None and set(_reasons(c)) == {serials[0]} and c,
                                  60)
+    except BaseException:
+        if server is not None:
+            server.kill()
+        raise
     finally:
         os.killpg(workers.pid, signal.SIGTERM)
         workers.wait(60)
@@ -121,8 +143,11 @@ def issued(tmp_path_factory: pytest.TempPathFactory, tools: dict[str, str]) -> I
     held_pem.write_bytes(x509.load_der_x509_certificate(
         ledger.certificate_for_serial(held).der).public_bytes(Encoding.PEM))  # type: ignore[union-attr]
     yield {"home": home, "base": base, "ledger": ledger, "held": held, "revoked": revoked, "published": published,
-           "held_pem": held_pem, "held_crl": held_crl, "released_crl": released_crl,
+           "held_pem": held_pem, "held_crl": held_crl, "released_crl": released_crl, "http": http,
            "request_of": dict(zip(serials, ids, strict=True))}
+    http.close()
+    server.terminate()
+    server.wait(20)
     ledger.close()
 
 
@@ -198,51 +223,30 @@ def test_revoke_refuses_bad_input_with_a_message(issued: dict[str, Any]) -> None
 
 
 def test_serve_serves_the_crl_and_re_signs_it_after_an_http_revocation(issued: dict[str, Any]) -> None:
-    """`certfactory serve` signs a CRL at start, serves it and /metrics, and after the
-    agency revokes over HTTP the served CRL lists the certificate within seconds."""
-    home, base = issued["home"], issued["base"]
-    key = json.loads(run_cli(home, "agencies", "key", "create", DEMO_AGENCY, "--json").stdout)["key"]
-    port = free_port()
-    env = certfactory_env(home, CERTFACTORY_HTTP_ADDRESS=f"127.0.0.1:{port}")
-    server = subprocess.Popen([sys.executable, "-m", "certfactory.cli", "serve"], env=env, cwd=base,
-                              stdout=(base / "serve.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    before = _number(_crl(home))  # type: ignore[arg-type]
+    """`certfactory serve` serves the current CRL and /metrics; after the agency revokes
+    over HTTP the served CRL lists the certificate within seconds and the search drops it."""
+    http: httpx.Client = issued["http"]
 
-    def served() -> x509.CertificateRevocationList | None:
-        try:
-            with urllib.request.urlopen(f"{url}/repository/crl/issuing.crl", timeout=2) as answer:
-                return x509.load_der_x509_crl(answer.read())
-        except OSError:
-            return None
+    def served() -> x509.CertificateRevocationList:
+        answer = http.get("/repository/crl/issuing.crl")
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/pkix-crl"
+        return x509.load_der_x509_crl(answer.content)
 
-    try:
-        first = _wait_for("serve's first CRL", lambda: (c := served()) is not None and _number(c) > before and c,
-                          60)
-        assert issued["published"] not in _reasons(first)
-        record = json.loads(issued["ledger"].get_request(issued["request_of"][issued["published"]]).record)
-        digest = hashlib.sha256(record["citizen_id"].encode()).hexdigest()
-        with urllib.request.urlopen(f"{url}/repository/search?q={digest}", timeout=10) as answer:
-            assert [r["serial"] for r in json.loads(answer.read())["results"]] == [issued["published"]]
-        request = urllib.request.Request(f"{url}/certificates/{issued['published']}/revocation", method="POST",
-                                         data=json.dumps({"reason": "superseded"}).encode(),
-                                         headers={"Authorization": f"Bearer {key}",
-                                                  "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            assert json.loads(answer.read())["revoked_by"].startswith(f"agency:{DEMO_AGENCY}")
-        after = _wait_for("the CRL listing the certificate revoked over HTTP",
-                          lambda: (c := served()) is not None and issued["published"] in _reasons(c) and c, 30)
-        assert _reasons(after)[issued["published"]] == "superseded"
-        with urllib.request.urlopen(f"{url}/repository/search?q={digest}", timeout=10) as answer:
-            assert json.loads(answer.read())["count"] == 0  # revoked: no longer listed as published
-        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
-            metrics = answer.read().decode()
-        assert "certfactory_requests{" in metrics and "certfactory_stage_duration_seconds_count{" in metrics, \
-            metrics[:2000]
-    finally:
-        server.terminate()
-        server.wait(20)
-    assert "Traceback" not in (base / "serve.log").read_text()
+    assert _number(served()) == _number(_crl(issued["home"]))  # type: ignore[arg-type]
+    record = json.loads(issued["ledger"].get_request(issued["request_of"][issued["published"]]).record)
+    digest = hashlib.sha256(record["citizen_id"].encode()).hexdigest()
+    found = http.get("/repository/search", params={"q": digest}).json()
+    assert [r["serial"] for r in found["results"]] == [issued["published"]]
+    revoked = http.post(f"/certificates/{issued['published']}/revocation", json={"reason": "superseded"})
+    assert revoked.status_code == 200 and revoked.json()["revoked_by"].startswith(f"agency:{DEMO_AGENCY}")
+    after = _wait_for("the CRL listing the certificate revoked over HTTP",
+                      lambda: issued["published"] in _reasons(c := served()) and c, 30)
+    assert _reasons(after)[issued["published"]] == "superseded"
+    assert http.get("/repository/search", params={"q": digest}).json()["count"] == 0
+    metrics = http.get("/metrics").text
+    assert "certfactory_requests{" in metrics and "certfactory_stage_duration_seconds_count{" in metrics, \
+        metrics[:2000]
+    assert "Traceback" not in (issued["base"] / "serve.log").read_text()
 
 
 def test_revoking_an_agency_revokes_its_live_certificates_at_once(issued: dict[str, Any]) -> None:
