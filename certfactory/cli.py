@@ -11,6 +11,8 @@ import threading
 from typing import Any
 
 import click
+import redis
+import sqlalchemy.exc
 from pydantic import ValidationError
 
 from certfactory import operations, wiring
@@ -38,6 +40,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CertFactoryError as error:
             raise click.ClickException(error.diagnostics()) from None
+        except sqlalchemy.exc.OperationalError as error:  # the servers are away: say which, no traceback
+            reason = str(error.orig or error).strip().splitlines()[0]
+            raise click.ClickException(f"cannot reach the ledger (CERTFACTORY_DATABASE_URL): {reason}") from None
+        except redis.RedisError as error:
+            raise click.ClickException(f"cannot reach the broker (CERTFACTORY_REDIS_URL): {error}") from None
 
 
 @click.group(cls=_Group)
@@ -103,7 +110,7 @@ def retry(request_id: str | None, all_failed: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--older-than", default=60.0, show_default=True, type=click.FloatRange(0),
+@click.option("--older-than", default=60.0, show_default=True, type=click.FloatRange(0, 315_360_000),
               help="Seconds a request must have stood still.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def reconcile(older_than: float, as_json: bool) -> None:

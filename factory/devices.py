@@ -24,7 +24,7 @@ from pathlib import Path
 import pkcs11.exceptions as p11
 
 from factory import softhsm, tokens
-from factory.errors import PermanentError, PolicyError
+from factory.errors import PermanentError, PolicyError, TokenError
 
 # What a blank device ships with, like a USB token's printed transport PINs: not secret.
 TRANSPORT_SO_PIN = "blank-so-0000"
@@ -107,6 +107,14 @@ class Station:
         if serial not in self._personalised_here:
             self.refresh()
 
+    def present(self, serial: str) -> bool:
+        """Whether the device is plugged into the station (a USB token can be pulled out)."""
+        try:
+            tokens.find_token(self.module, serial=serial)
+        except TokenError:
+            return False
+        return True
+
     # -- PIN envelopes ----------------------------------------------------------------------
 
     def envelope_path(self, serial: str) -> Path:
@@ -177,6 +185,7 @@ class Station:
             existing = tokens.find_private_key(session, key_id=key_id)
             if existing is not None:
                 return tokens.public_key_der(session, existing)
+            tokens.destroy_public_keys(session, key_id)  # half a pair, from a crash mid-generation
             public_der = tokens.generate_keypair(session, key_type, key_id, label)
         if self.simulated_keygen_seconds:
             time.sleep(self.simulated_keygen_seconds)

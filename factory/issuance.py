@@ -137,6 +137,9 @@ class Issuance:
         device = self.ledger.device_for_request(request_id)
         if device is not None:  # a redelivery: another station process may have changed the device
             self.station.refresh()
+        if device is not None and device.state == "claimed" and not self.station.present(device.serial):
+            self.ledger.remove_claimed_device(device.serial, request_id)  # pulled out: take another
+            device = None
         while device is None:
             device = self.ledger.claim_blank_device(self.station.name, request_id, key_id.hex())
             if device is None:

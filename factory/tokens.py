@@ -151,6 +151,16 @@ def find_private_key(session: pkcs11.Session, *, key_id: bytes | None = None,
         raise PermanentError(f"more than one private key with id/label {key_id!r}/{label}") from None
 
 
+def destroy_public_keys(session: pkcs11.Session, key_id: bytes) -> int:
+    """Destroy the public keys with this id. SoftHSM2 stores a new pair's public half
+    first, so a process killed mid-generation can leave one without its private key;
+    call only when no private key has this id. Returns how many were destroyed."""
+    leftovers = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id}))
+    for leftover in leftovers:
+        leftover.destroy()
+    return len(leftovers)
+
+
 def generate_keypair(session: pkcs11.Session, key_type: str, key_id: bytes, label: str) -> bytes:
     """Generate a stored, sensitive, non-extractable key pair ON the token.
     Returns the public key as SubjectPublicKeyInfo DER."""

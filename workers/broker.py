@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 STAGE_QUEUES = ("validate", "generate_key", "sign", "package", "await_activation", "publish")
 FAILURE_QUEUE = "failures"
@@ -27,9 +30,17 @@ HEARTBEAT_TIMEOUT_MS = 20_000
 MAINTENANCE_CHANCE_PER_MILLION = 100_000  # with 100 ms idle polling: a pass every few seconds
 
 
+# Every Redis command waits out a restart of redis-server (about 35 s of retries) rather
+# than failing: a stage whose next message cannot be sent, or whose retry cannot be
+# scheduled, would otherwise be dead-lettered with its request left half-way.
+REDIS_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+
+
 def connect(redis_url: str) -> RedisBroker:
     """Create the Redis broker and make it dramatiq's global one (before actors are declared)."""
-    broker = RedisBroker(url=redis_url, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+    client = redis.Redis.from_url(redis_url, retry=REDIS_RETRY,
+                                  retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+    broker = RedisBroker(client=client, heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
                          maintenance_chance=MAINTENANCE_CHANCE_PER_MILLION)
     dramatiq.set_broker(broker)
     return broker

@@ -1,0 +1,609 @@
+"""Chaos harness (`make chaos`): N requests through the real pipeline while it breaks things.
+
+The parts are the real ones an embedded run uses: a private redis-server with AOF, the
+three worker pools as ``certfactory.embedded`` starts them, SoftHSM2 device and CA
+tokens, and a ledger on PostgreSQL (a private cluster, or ``--database-url``) or SQLite.
+While the requests flow it
+
+* SIGKILLs a random worker process every few seconds; its pool then exits and is
+  restarted, reconciling as ``certfactory worker`` does at start-up;
+* SIGKILLs redis-server once and starts it again on its AOF;
+* drops the ledger's connections (PostgreSQL: ``pg_terminate_backend`` of every other
+  session; SQLite: an exclusive lock held for a few seconds);
+* pulls a device token out of the station while its key is being generated.
+
+The agency activates each request as soon as it awaits activation. At the end it checks
+that every accepted request was published exactly once, serials are unique, each device
+holds exactly one key and one certificate (opened through PKCS#11), no device is left
+unaccounted for, every request's audit trail is complete and the hash chain verifies,
+and that the pipeline drained within ``--drain-limit`` seconds of the last fault. Results
+go to bench/results/chaos.json; the exit status is 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import faulthandler
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+import sqlalchemy  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+
+from certfactory import demo_agency, operations, wiring  # noqa: E402
+from certfactory.demo import write_batch  # noqa: E402
+from certfactory.embedded import RedisServer, WorkerPools, free_port  # noqa: E402
+from certfactory.settings import Settings  # noqa: E402
+from factory.errors import CertFactoryError  # noqa: E402
+from factory.ledger import Ledger  # noqa: E402
+from schemas.status import RequestState as S  # noqa: E402
+
+AGENCY = "CHAOS-BTC"
+POOLS = ("station", "ca", "general")
+PATH = [S.received, S.validated, S.key_generated, S.signed, S.packaged, S.awaiting_activation, S.activated,
+        S.published]
+
+
+class ChaosError(Exception):
+    """The harness could not run (a missing tool, a server that would not start)."""
+
+
+# -- the ledger's server --------------------------------------------------------------------
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster from Debian's postgresql package (as tests/conftest.py)."""
+
+    def __init__(self, base: Path) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not binaries:
+            raise ChaosError("no PostgreSQL server binaries: install Debian's postgresql package, pass "
+                             "--database-url, or run with --database sqlite")
+        self.bindir = Path(binaries[-1]).parent
+        self.base = base
+        self.data = base / "pgdata"
+        self.port = free_port()
+        self.runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
+
+    def start(self) -> str:
+        """Create and start the cluster; returns the SQLAlchemy URL of a fresh database."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self.runas:
+            shutil.chown(self.base, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.base / "pg.log"), "-o",
+                  f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")
+        admin = sqlalchemy.create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql('CREATE DATABASE "certfactory"')
+        admin.dispose()
+        return self.url("certfactory")
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        subprocess.run([*self.runas, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"],
+                       capture_output=True, check=False)
+
+    def _run(self, tool: str, *args: str) -> None:
+        result = subprocess.run([*self.runas, str(self.bindir / tool), *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ChaosError(f"{tool} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def drop_connections(ledger_url: str, outage_seconds: float) -> str:
+    """Cut the pipeline off its ledger; returns what was done."""
+    if ledger_url.startswith("sqlite"):
+        path = ledger_url.removeprefix("sqlite:///")
+        connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")  # every writer waits, then fails with "database is locked"
+        time.sleep(outage_seconds)
+        connection.execute("ROLLBACK")
+        connection.close()
+        return f"SQLite locked exclusively for {outage_seconds:.0f} s"
+    admin = sqlalchemy.create_engine(ledger_url, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool)
+    with admin.connect() as connection:
+        killed = connection.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").scalar()
+    admin.dispose()
+    return f"terminated {killed} PostgreSQL backends"
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    """What was done to the pipeline, and when (seconds since submission)."""
+
+    kills: list[dict[str, Any]] = field(default_factory=list)
+    redis_restart: dict[str, Any] | None = None
+    database_drop: dict[str, Any] | None = None
+    token_removal: dict[str, Any] | None = None
+    pool_restarts: int = 0
+    last_at: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"worker_kills": self.kills, "redis_restart": self.redis_restart, "database_drop": self.database_drop,
+                "token_removal": self.token_removal, "pool_restarts": self.pool_restarts,
+                "last_fault_seconds": round(self.last_at, 2)}
+
+
+class Chaos:
+    """One chaos run over a fresh $CERTFACTORY_HOME."""
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.random = random.Random(args.seed)
+        self.home = Path(args.home or ROOT / "bench" / "out" / f"chaos-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
+        self.faults = Faults()
+        self.postgres: PrivatePostgres | None = None
+        self.server: RedisServer | None = None
+        self.pools: dict[str, WorkerPools] = {}
+        self.started = 0.0
+        self.next_kill = 0.0
+
+    # -- set-up and tear-down --
+
+    def start(self) -> Settings:
+        if self.home.exists() and any(self.home.iterdir()):
+            raise ChaosError(f"{self.home} is not empty: chaos needs a fresh home")
+        self.home.mkdir(parents=True, exist_ok=True)
+        database_url = self.args.database_url
+        if database_url is None and self.args.database == "postgresql":
+            self.postgres = PrivatePostgres(Path("/tmp") / f"cf-chaos-pg-{os.getpid()}")
+            database_url = self.postgres.start()
+        settings = Settings(home=self.home, database_url=database_url, worker_processes=self.args.station_processes)
+        wiring.initialise(settings)
+        self.server = RedisServer(wiring.home(settings).run / "redis").start()
+        wiring.home(settings).redis_url_file.write_text(self.server.url)
+        settings = settings.model_copy(update={"redis_url": self.server.url})
+        for pool in POOLS:
+            self.pools[pool] = self._pool(settings, pool).start()
+        return settings
+
+    def _pool(self, settings: Settings, pool: str) -> WorkerPools:
+        # the workers read their settings from the environment: the ledger too
+        ledger_env = {"CERTFACTORY_DATABASE_URL": settings.database_url} if settings.database_url else {}
+        return WorkerPools(settings, settings.redis_url or "", (pool,), extra_env=ledger_env)
+
+    def stop(self) -> None:
+        for pools in self.pools.values():
+            pools.stop(timeout=10)
+        if self.server is not None:
+            self.server.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    # -- faults --
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _fault_done(self) -> None:
+        self.faults.last_at = self._elapsed()
+
+    def kill_worker(self) -> None:
+        """SIGKILL one worker process (a child of a pool's dramatiq parent)."""
+        victims = []
+        for pool, pools in self.pools.items():
+            for process in pools.processes.values():
+                try:
+                    children = sorted(psutil.Process(process.pid).children(), key=lambda c: c.create_time())
+                except psutil.NoSuchProcess:
+                    continue
+                workers = children[:self.args.station_processes if pool == "station" else 1]
+                victims += [(pool, child.pid) for child in workers]
+        if not victims:
+            return
+        pool, pid = self.random.choice(victims)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.faults.kills.append({"at": round(self._elapsed(), 2), "pool": pool, "pid": pid})
+        self._fault_done()
+
+    def restart_dead_pools(self, settings: Settings, ledger: Ledger) -> None:
+        """A pool whose worker died exits (dramatiq stops the rest): start it again, and
+        reconcile as `certfactory worker` does at start-up."""
+        for pool, pools in list(self.pools.items()):
+            if all(pools.alive().values()):
+                continue
+            pools.stop(timeout=5)
+            self.pools[pool] = self._pool(settings, pool).start()
+            self.faults.pool_restarts += 1
+            try:
+                operations.reconcile(settings, ledger, self.args.reconcile_after)
+            except Exception as error:  # noqa: BLE001 - the broker or ledger may be down right now
+                self.console.log(f"reconcile at start-up failed ({type(error).__name__}); the next start retries")
+
+    def restart_redis(self) -> None:
+        """SIGKILL redis-server, then start it again on the same port and AOF."""
+        assert self.server is not None and self.server.process is not None
+        self.server.process.send_signal(signal.SIGKILL)
+        self.server.process.wait()
+        time.sleep(self.args.redis_down)
+        began = time.monotonic()
+        self.server = RedisServer(self.server.folder, self.server.port).start()
+        self.faults.redis_restart = {"at": round(self._elapsed(), 2), "down_seconds": self.args.redis_down,
+                                     "start_seconds": round(time.monotonic() - began, 2)}
+        self._fault_done()
+
+    def drop_database(self, settings: Settings) -> None:
+        at = self._elapsed()
+        done = drop_connections(settings.ledger_url, self.args.db_outage)
+        self.faults.database_drop = {"at": round(at, 2), "what": done}
+        self._fault_done()
+
+    def remove_token(self, settings: Settings, ledger: Ledger) -> None:
+        """Pull out a device whose key is being generated (claimed, no key recorded yet)."""
+        from factory.ledger import devices
+
+        station = wiring.station(settings)
+        with ledger.engine.connect() as connection:
+            claimed = connection.execute(sqlalchemy.select(devices.c.serial, devices.c.token_dir, devices.c.request_id)
+                                         .where(devices.c.state == "claimed")).all()
+        for device in claimed:
+            source = station.tokendir / device.token_dir
+            pulled = self.home / "pulled" / device.token_dir
+            pulled.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.move(str(source), str(pulled))
+            except (FileNotFoundError, shutil.Error):
+                continue
+            now = ledger.get_device(device.serial)
+            if now is not None and now.state != "claimed":  # its key was recorded meanwhile: plug it back
+                shutil.move(str(pulled), str(source))
+                continue
+            self.faults.token_removal = {"at": round(self._elapsed(), 2), "device": device.serial,
+                                         "request_id": device.request_id}
+            self._fault_done()
+            return
+
+    def inject(self, settings: Settings, ledger: Ledger, progress: float) -> None:
+        """Faults by progress (fraction of requests past key generation), so each lands
+        while work is in flight whatever the key type and machine."""
+        if progress >= self.args.faults_until and self.faults.token_removal is not None:
+            return
+        now = self._elapsed()
+        if self.faults.token_removal is None and progress >= 0.02:
+            self.remove_token(settings, ledger)
+        if progress >= 0.1 and now >= self.next_kill and progress < self.args.faults_until \
+                and (self.args.max_kills is None or len(self.faults.kills) < self.args.max_kills):
+            self.kill_worker()
+            self.next_kill = now + self.random.uniform(0.5, 1.5) * self.args.kill_every
+        if self.faults.database_drop is None and progress >= 0.2:
+            self.drop_database(settings)
+        if self.faults.redis_restart is None and progress >= 0.35:
+            self.restart_redis()
+
+    # -- the agency --
+
+    def activate_waiting(self, settings: Settings, ledger: Ledger, batch_id: str) -> None:
+        """The agency collects each ready device at once and asks for it to take effect."""
+        waiting = ledger.request_ids(batch_id=batch_id, state=S.awaiting_activation)
+        if waiting:
+            try:
+                operations.activate(settings, waiting)
+            except Exception as error:  # noqa: BLE001 - the broker or ledger may be down: the agency asks again
+                self.console.log(f"activation failed ({type(error).__name__}): asking again")
+
+    # -- main loop --
+
+    def run(self) -> dict[str, Any]:
+        settings = self.start()
+        ledger = wiring.ledger(settings)
+        try:
+            batch = write_batch(self.home / "batches", self.args.count, self.args.key_type, self.args.seed)
+            self.started = time.monotonic()
+            report = demo_agency.submit_endorsed(settings, ledger, batch, AGENCY)
+            batch_id, accepted = report["batch_id"], report["accepted"]
+            self.console.print(f"submitted {accepted} requests ({self.args.key_type}); ledger "
+                               f"{'SQLite' if settings.ledger_url.startswith('sqlite') else 'PostgreSQL'}; "
+                               f"home {self.home}")
+            drained_at = self._drive(settings, ledger, batch_id, accepted)
+            wall = self._elapsed()
+            wiring.issuance(settings, "general").refresh_index()
+        finally:
+            self.stop()
+        result = {"count": self.args.count, "accepted": accepted, "key_type": self.args.key_type,
+                  "ledger": "sqlite" if settings.ledger_url.startswith("sqlite") else "postgresql",
+                  "station_processes": self.args.station_processes, "wall_seconds": round(wall, 2),
+                  "drained": drained_at is not None,
+                  "drain_seconds_after_last_fault": round(drained_at - self.faults.last_at, 2)
+                  if drained_at is not None else None,
+                  "drain_limit_seconds": self.args.drain_limit, "faults": self.faults.as_dict(),
+                  "states": {s.value: n for s, n in ledger.state_counts(batch_id).items()}, "home": str(self.home)}
+        result["checks"] = run_checks(settings, ledger, batch_id, result, self.faults)
+        ledger.close()
+        return result
+
+    def _drive(self, settings: Settings, ledger: Ledger, batch_id: str, accepted: int) -> float | None:
+        """Inject faults, activate, restart what died; returns when all are published
+        (seconds since submission), or None at the time limit."""
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[states]}"))
+        with Progress(*columns, console=self.console, disable=self.args.quiet) as bar:
+            task = bar.add_task("published", total=accepted, states="")
+            last_counts, moved_at = None, time.monotonic()
+            while self._elapsed() < self.args.timeout and time.monotonic() - moved_at < self.args.stall:
+                try:
+                    counts = ledger.state_counts(batch_id)
+                except sqlalchemy.exc.OperationalError:
+                    time.sleep(0.2)
+                    continue
+                if counts != last_counts:
+                    last_counts, moved_at = counts, time.monotonic()
+                shown = " ".join(f"{s.value}={n}" for s, n in counts.items() if n)
+                kills = len(self.faults.kills)
+                bar.update(task, completed=counts[S.published], states=f"{shown} | kills={kills}")
+                if counts[S.published] + counts[S.rejected] + counts[S.failed] >= accepted:
+                    return self._elapsed()  # nothing in flight (all published, unless a check fails)
+                past_keygen = sum(counts[s] for s in PATH[2:]) / max(1, accepted)
+                self.inject(settings, ledger, past_keygen)
+                self.restart_dead_pools(settings, ledger)
+                self.activate_waiting(settings, ledger, batch_id)
+                time.sleep(0.2)
+        return None
+
+
+# -- the checks -----------------------------------------------------------------------------
+
+
+def _check(name: str, problems: list[str], detail: str) -> dict[str, Any]:
+    return {"check": name, "ok": not problems, "detail": detail if not problems else
+            f"{len(problems)} problem(s): " + "; ".join(problems[:5])}
+
+
+def check_published_once(ledger: Ledger, home: Path, batch_id: str, accepted: int) -> dict[str, Any]:
+    """Every accepted request published, by exactly one transition, with one certificate in the repository."""
+    from factory.ledger import audit_events, certificates, requests
+
+    problems = []
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.select(requests.c.id, requests.c.state)
+                                  .where(requests.c.batch_id == batch_id)).all()
+        published_moves = dict(connection.execute(
+            sqlalchemy.select(audit_events.c.request_id, sqlalchemy.func.count())
+            .where(audit_events.c.kind == "transition", audit_events.c.to_state == "published")
+            .group_by(audit_events.c.request_id)).all())
+        certificate_rows = dict(connection.execute(
+            sqlalchemy.select(certificates.c.request_id, certificates.c.serial)
+            .where(certificates.c.status == "published")).all())
+    for row in rows:
+        if row.state != "published":
+            problems.append(f"request {row.id} ended {row.state}")
+        elif published_moves.get(row.id) != 1:
+            problems.append(f"request {row.id} was published {published_moves.get(row.id, 0)} times")
+        elif row.id not in certificate_rows:
+            problems.append(f"request {row.id} has no published certificate row")
+    files = {path.stem for path in (home / "repository" / "certs").glob("*.cer")}
+    expected = {certificate_rows[row.id] for row in rows if row.id in certificate_rows}
+    if files != expected:
+        problems.append(f"repository holds {len(files)} certificates, ledger published {len(expected)} "
+                        f"({len(files - expected)} unknown, {len(expected - files)} missing)")
+    index = json.loads((home / "repository" / "index.json").read_text())["certificates"]
+    if sorted(entry["serial"] for entry in index) != sorted(expected):
+        problems.append(f"index.json lists {len(index)} certificates, expected {len(expected)}")
+    if len(rows) != accepted:
+        problems.append(f"{len(rows)} requests in the ledger, {accepted} accepted")
+    published = sum(1 for row in rows if row.state == "published")
+    return _check("published exactly once", problems, f"{published} of {accepted} published exactly once")
+
+
+def check_serials(ledger: Ledger, home: Path) -> dict[str, Any]:
+    """Serials unique across the ledger and the repository files, and every reserved serial signed."""
+    from cryptography import x509
+
+    from factory.ledger import certificates
+
+    problems = []
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.select(certificates.c.serial, certificates.c.der)).all()
+    serials = [row.serial for row in rows]
+    if len(serials) != len(set(serials)):
+        problems.append("a serial appears twice in the ledger")
+    unsigned = [row.serial for row in rows if row.der is None]
+    if unsigned:
+        problems.append(f"{len(unsigned)} serial(s) reserved but never signed")
+    in_files = [x509.load_der_x509_certificate(path.read_bytes()).serial_number
+                for path in (home / "repository" / "certs").glob("*.cer")]
+    if len(in_files) != len(set(in_files)):
+        problems.append("two repository certificates share a serial")
+    return _check("serials unique", problems, f"{len(serials)} serials, all unique")
+
+
+def check_devices(settings: Settings, ledger: Ledger, faults: Faults) -> list[dict[str, Any]]:
+    """Each packaged device, opened through PKCS#11 with its envelope PIN, holds exactly
+    one key pair and one subscriber certificate, the ledger's; no device is unaccounted for."""
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    from factory import tokens
+    from factory.ledger import certificates, devices, requests
+
+    home, station = settings.resolved_home, wiring.station(settings)
+    with ledger.engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.select(devices)).all()
+        published = dict(connection.execute(
+            sqlalchemy.select(requests.c.id, certificates.c.der).join(certificates, certificates.c.request_id ==
+                                                                     requests.c.id)
+            .where(requests.c.state == "published")).all())
+    held, orphans = [], []
+    packaged = [row for row in rows if row.state == "packaged"]
+    for row in rows:
+        if row.state in ("claimed", "personalised"):
+            orphans.append(f"device {row.serial} left {row.state} (request {row.request_id})")
+        elif row.state == "packaged" and row.request_id not in published:
+            orphans.append(f"packaged device {row.serial} belongs to no published request")
+        elif row.state not in ("blank", "packaged", "removed"):
+            orphans.append(f"device {row.serial} in unknown state {row.state}")
+    on_disk = {path.name for path in (home / "devices").iterdir() if path.is_dir()}
+    if on_disk != {row.serial for row in packaged}:
+        orphans.append(f"devices/ holds {len(on_disk)} devices, the ledger packaged {len(packaged)}")
+    blank = {row.token_dir for row in rows if row.state == "blank"}
+    stray = [name for name in (entry.name for entry in station.tokendir.iterdir()) if name in
+             {row.token_dir for row in rows} and name not in blank]
+    if stray:
+        orphans.append(f"{len(stray)} token(s) on the station the ledger says left it")
+    removed = [row.serial for row in rows if row.state == "removed"]
+    if faults.token_removal is not None and faults.token_removal["device"] not in removed:
+        orphans.append(f"the pulled device {faults.token_removal['device']} is not recorded as removed")
+    # Open every packaged device like a subscriber would.
+    for row in packaged:
+        os.environ["SOFTHSM2_CONF"] = str(home / "devices" / row.serial / "softhsm2.conf")
+        tokens.reinitialize(settings.device_pkcs11_module)
+        pin = json.loads((home / "pin-envelopes" / f"{row.serial}.json").read_text())["user_pin"]
+        try:
+            token = tokens.find_token(settings.device_pkcs11_module, serial=row.serial)
+            with token.open(user_pin=pin) as session:
+                private = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+                public = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}))
+                own = [c[Attribute.VALUE] for c in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE})
+                       if c[Attribute.ID] == bytes.fromhex(row.key_id)]
+        except (pkcs11.exceptions.PKCS11Error, CertFactoryError) as error:
+            held.append(f"device {row.serial} cannot be opened: {type(error).__name__}")
+            continue
+        if len(private) != 1 or len(public) != 1 or len(own) != 1:
+            held.append(f"device {row.serial} holds {len(private)} private keys, {len(public)} public keys, "
+                        f"{len(own)} subscriber certificates")
+        elif own[0] != published.get(row.request_id):
+            held.append(f"device {row.serial} holds a certificate that is not its request's")
+    return [_check("each device holds one key and one certificate", held,
+                   f"{len(packaged)} packaged devices opened through PKCS#11"),
+            _check("no orphan device", orphans, f"{len(rows)} devices accounted for "
+                   f"({len(packaged)} packaged, {len(removed)} removed, {len(blank)} blank)")]
+
+
+def check_audit(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
+    """Every request's trail goes through every state once, in order; the hash chain verifies."""
+    from factory.audit import verify_chain
+    from factory.ledger import audit_events, requests
+
+    path = [state.value for state in PATH]
+    problems = []
+    with ledger.engine.connect() as connection:
+        ids = set(connection.execute(sqlalchemy.select(requests.c.id).where(requests.c.batch_id == batch_id))
+                  .scalars())
+        trails: dict[str, list[str]] = {request_id: [] for request_id in ids}
+        for request_id, to_state in connection.execute(
+                sqlalchemy.select(audit_events.c.request_id, audit_events.c.to_state)
+                .where(audit_events.c.kind.in_(["received", "transition"]), audit_events.c.request_id.in_(ids))
+                .order_by(audit_events.c.seq)):
+            trails[request_id].append(to_state)
+    for request_id, trail in trails.items():
+        if trail != path:
+            problems.append(f"request {request_id}: {' → '.join(trail)}")
+    checked, broken = verify_chain(ledger)
+    chain = [] if broken is None else [broken.describe()]
+    return [_check("audit trails complete", problems, f"{len(ids)} trails, each {len(path)} states in order"),
+            _check("audit chain verifies", chain, f"{checked} rows chained")]
+
+
+def run_checks(settings: Settings, ledger: Ledger, batch_id: str, result: dict[str, Any],
+               faults: Faults) -> list[dict[str, Any]]:
+    """Every check of the run, each {check, ok, detail}."""
+    home = settings.resolved_home
+    checks = [check_published_once(ledger, home, batch_id, result["accepted"]), check_serials(ledger, home),
+              *check_devices(settings, ledger, faults), *check_audit(ledger, batch_id)]
+    drain = result["drain_seconds_after_last_fault"]
+    checks.append(_check("drained in time", [] if drain is not None and drain <= result["drain_limit_seconds"]
+                         else [f"not drained within {result['drain_limit_seconds']} s of the last fault"
+                               if drain is not None else "did not drain before the time limit"],
+                         f"{drain} s after the last fault (limit {result['drain_limit_seconds']} s)"))
+    missing = [name for name, done in (("worker kill", faults.kills), ("redis restart", faults.redis_restart),
+                                       ("database drop", faults.database_drop),
+                                       ("token removal", faults.token_removal)) if not done]
+    checks.append(_check("every fault injected", [f"no {name}" for name in missing],
+                         f"{len(faults.kills)} worker kills, a redis restart, a database drop, a token removal"))
+    return checks
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=500, help="requests in the batch (default 500)")
+    parser.add_argument("--key-type", default="rsa2048", choices=["rsa2048", "rsa3072", "ecdsa-p256"])
+    parser.add_argument("--database", default="postgresql", choices=["postgresql", "sqlite"],
+                        help="ledger: a private PostgreSQL cluster (default) or SQLite")
+    parser.add_argument("--database-url", help="use this PostgreSQL database instead of a private cluster")
+    parser.add_argument("--station-processes", type=int, default=2, help="station worker processes (default 2)")
+    parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between worker kills")
+    parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
+    parser.add_argument("--faults-until", type=float, default=0.7,
+                        help="inject faults until this fraction of requests is past key generation")
+    parser.add_argument("--redis-down", type=float, default=1.0, help="seconds redis-server stays down")
+    parser.add_argument("--db-outage", type=float, default=8.0, help="seconds SQLite stays locked (SQLite only)")
+    parser.add_argument("--reconcile-after", type=float, default=30.0,
+                        help="a restarted pool resumes requests unmoved this long (as `certfactory worker`)")
+    parser.add_argument("--drain-limit", type=float, default=120.0, help="seconds allowed after the last fault")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    parser.add_argument("--stall", type=float, default=180.0, help="give up when no request moved for this long")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--home", type=Path, help="fresh $CERTFACTORY_HOME (default bench/out/chaos-<time>)")
+    parser.add_argument("--json-out", type=Path, default=ROOT / "bench" / "results" / "chaos.json")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.count < 10:
+        parser.error("--count: at least 10 requests, so that every fault lands while work is in flight")
+    if not 0 < args.faults_until <= 1:
+        parser.error("--faults-until: a fraction in (0, 1]")
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (make, CI): stop every child on the way out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` shows where a run is stuck
+    signal.signal(signal.SIGTERM, _interrupt)
+    console = Console(stderr=True)
+    chaos = Chaos(args, console)
+    try:
+        result = chaos.run()
+    except (ChaosError, CertFactoryError) as error:
+        console.print(f"[red]chaos: {error}[/]")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[red]chaos: interrupted[/]")
+        return 130
+    result["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    for check in result["checks"]:
+        mark = "[green]ok  [/]" if check["ok"] else "[red]FAIL[/]"
+        console.print(f"{mark} {check['check']}: {check['detail']}")
+    console.print(f"{result['states']['published']} of {result['accepted']} published in {result['wall_seconds']} s; "
+                  f"drained {result['drain_seconds_after_last_fault']} s after the last fault; "
+                  f"{len(result['faults']['worker_kills'])} worker kills, {result['faults']['pool_restarts']} pool "
+                  f"restarts → {args.json_out}")
+    return 0 if all(check["ok"] for check in result["checks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The chaos harness, small: a worker killed, redis-server restarted, the ledger's
+connections dropped and a device pulled out during key generation, and still every
+request is published exactly once with nothing left unaccounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from certfactory.demo_agency import submit_endorsed
+from certfactory.embedded import RedisServer, WorkerPools
+from certfactory.settings import Settings
+from factory.ledger import Ledger, audit_events, devices
+from factory.synthetic import generate_requests
+from tests.conftest import ROOT, run_cli
+from tests.test_exactly_once import _wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_chaos_run_publishes_every_request_exactly_once(tmp_path: Path, postgres_url: str,
+                                                        tools: dict[str, str]) -> None:
+    """30 requests through the real pipeline on PostgreSQL, through one of each fault:
+    every check of bench/chaos.py passes and the pipeline drains within its limit."""
+    out = tmp_path / "chaos.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--count", "30", "--key-type", "ecdsa-p256",
+         "--database-url", postgres_url, "--max-kills", "1", "--station-processes", "2",
+         "--home", str(tmp_path / "var"), "--json-out", str(out), "--quiet", "--timeout", "240"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.exists(), run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    failed = [check for check in result["checks"] if not check["ok"]]
+    assert run.returncode == 0 and not failed, json.dumps(failed, indent=1) + run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    faults = result["faults"]
+    assert len(faults["worker_kills"]) == 1 and faults["pool_restarts"] >= 1
+    assert faults["redis_restart"] and faults["token_removal"]
+    assert "PostgreSQL backends" in faults["database_drop"]["what"]
+    assert result["states"]["published"] == 30
+    assert result["drain_seconds_after_last_fault"] < 120
+    # the pulled device is accounted for, and its request was issued on another one
+    pulled = faults["token_removal"]
+    assert (tmp_path / "var" / "pulled").is_dir()
+    assert not (tmp_path / "var" / "devices" / pulled["device"]).exists()
+
+
+def _worker_pid(pools: WorkerPools) -> int:
+    parent = next(iter(pools.processes.values()))
+    return sorted(psutil.Process(parent.pid).children(), key=lambda c: c.create_time())[0].pid
+
+
+def test_a_message_held_by_a_killed_worker_comes_back_within_a_minute(tmp_path: Path, redis_server: RedisServer,
+                                                                      tools: dict[str, str]) -> None:
+    """SIGKILL the station worker while it holds generate_key messages: once a worker is
+    running again they are redelivered within 60 s, and each request still gets one
+    device with one key."""
+    home = tmp_path / "var"
+    run_cli(home, "init")
+    settings = Settings(home=home, redis_url=redis_server.url, worker_processes=1)
+    ledger = Ledger.connect(settings.ledger_url)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(r.model_dump_json() + "\n" for r in generate_requests(3, seed=5, key_type="rsa3072")))
+    pools = {pool: WorkerPools(settings, redis_server.url, (pool,)).start() for pool in ("station", "ca", "general")}
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        batch_id = submit_endorsed(settings, ledger, batch, "BTC")["batch_id"]
+        deadline = time.monotonic() + 60
+        while not (held := [m for key in client.scan_iter("dramatiq:__acks__.*.generate_key")
+                            for m in client.smembers(key)]):
+            assert time.monotonic() < deadline, "the station worker never took a message"
+            time.sleep(0.01)
+        os.kill(_worker_pid(pools["station"]), signal.SIGKILL)
+        killed_at = time.monotonic()
+        bodies = [json.loads(client.hget("dramatiq:generate_key.msgs", m)) for m in held]
+        held_requests = {body["args"][0] for body in bodies}
+        pools["station"].processes["station"].wait(30)  # dramatiq stops the pool when a worker dies
+        pools["station"].stop()
+        pools["station"] = WorkerPools(settings, redis_server.url, ("station",)).start()
+        while any(ledger.get_request(r).state in ("received", "validated") for r in held_requests):
+            assert time.monotonic() - killed_at < 60, "a held message was not redelivered within 60 s"
+            time.sleep(0.2)
+        redelivered_after = time.monotonic() - killed_at
+        _wait_for(ledger, batch_id, "awaiting_activation", 3, seconds=60)
+    finally:
+        for pool in pools.values():
+            pool.stop()
+    assert redelivered_after > 1  # it really waited for the dead worker's heartbeat to expire
+    with ledger.engine.connect() as connection:
+        assigned = connection.execute(devices.select().where(devices.c.request_id.is_not(None))).all()
+        assert sorted(d.request_id for d in assigned) == sorted(ledger.request_ids(batch_id=batch_id))
+        for request_id in held_requests:
+            moves = [e.to_state for e in connection.execute(audit_events.select().where(
+                audit_events.c.request_id == request_id, audit_events.c.kind == "transition"))]
+            assert moves.count("key_generated") == 1, moves
+    for device in assigned:
+        pin = json.loads((home / "pin-envelopes" / f"{device.serial}.json").read_text())["user_pin"]
+        keys = subprocess.run(["pkcs11-tool", "--module", "/usr/lib/softhsm/libsofthsm2.so", "--login", "--pin", pin,
+                               "--list-objects", "--type", "privkey"], capture_output=True, text=True,
+                              env={**os.environ, "SOFTHSM2_CONF": str(home / "devices" / device.serial /
+                                                                      "softhsm2.conf")})
+        assert keys.stdout.count("Private Key Object") == 1, keys.stdout + keys.stderr
