@@ -77,14 +77,31 @@ class RedisServer:
         self.process = None
 
 
-def pool_command(pool: str, processes: int, threads: int) -> list[str]:
-    """The ``dramatiq`` command line of one worker pool."""
+# The process groups a pool runs as: (the pool whose parts they hold, their queues). The
+# station's packaging has processes of its own: writing the certificate and chain is
+# mostly waiting for the disk (SoftHSM2 rewrites an object's file once per attribute),
+# so in its own processes it overlaps the key generation instead of queueing behind it
+# on the same one-thread token worker.
+GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "station": ("station", ("generate_key",)),
+    "ca": ("ca", POOL_QUEUES["ca"]),
+    "general": ("general", POOL_QUEUES["general"]),
+    "packager": ("station", ("package",)),  # dramatiq's exporter: port +3 (station, ca, general: +0, +1, +2)
+}
+POOL_GROUPS: dict[str, tuple[str, ...]] = {"station": ("station", "packager"), "ca": ("ca",), "general": ("general",)}
+assert {q for pool in POOL_GROUPS for g in POOL_GROUPS[pool] for q in GROUPS[g][1] if GROUPS[g][0] == pool} == {
+    q for queues in POOL_QUEUES.values() for q in queues}
+
+
+def pool_command(group: str, processes: int, threads: int) -> list[str]:
+    """The ``dramatiq`` command line of one process group (see GROUPS)."""
     return [sys.executable, "-m", "dramatiq", "certfactory.workerapp", "--processes", str(processes),
-            "--threads", str(threads), "--queues", *POOL_QUEUES[pool]]
+            "--threads", str(threads), "--queues", *GROUPS[group][1]]
 
 
 class WorkerPools:
-    """The three worker pools of one host: station, CA signer, general."""
+    """The worker pools of one host: station (key generation and packaging), CA signer,
+    general; ``processes`` holds one dramatiq parent per process group (GROUPS)."""
 
     def __init__(self, settings: Settings, redis_url: str, pools: tuple[str, ...] = ("station", "ca", "general"),
                  extra_env: dict[str, str] | None = None) -> None:
@@ -95,19 +112,20 @@ class WorkerPools:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = wiring.home(settings).run / "logs"
 
-    def _sizes(self, pool: str) -> tuple[int, int]:
-        if pool == "station":
+    def _sizes(self, group: str) -> tuple[int, int]:
+        if group in ("station", "packager"):
             return self.settings.station_processes, 1  # one token thread per process (PARTS.md)
-        if pool == "ca":
+        if group == "ca":
             return 1, 1
         return 1, 4
 
     def start(self) -> WorkerPools:
         """Start every pool as a child process group."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        for pool in self.pools:
-            processes, threads = self._sizes(pool)
-            metrics_dir = wiring.home(self.settings).metrics / pool
+        for group in (group for pool in self.pools for group in POOL_GROUPS[pool]):
+            pool = GROUPS[group][0]
+            processes, threads = self._sizes(group)
+            metrics_dir = wiring.home(self.settings).metrics / group
             shutil.rmtree(metrics_dir, ignore_errors=True)  # emptied at start (prometheus-client multiprocess)
             metrics_dir.mkdir(parents=True)
             prom_host, _, prom_port = self.settings.dramatiq_metrics_address.rpartition(":")
@@ -116,12 +134,12 @@ class WorkerPools:
                    "CERTFACTORY_HOME": str(self.settings.resolved_home),
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "dramatiq_prom_db": str(metrics_dir),
                    "dramatiq_prom_host": prom_host.strip("[]"),
-                   "dramatiq_prom_port": str(int(prom_port) + list(POOL_QUEUES).index(pool)),
+                   "dramatiq_prom_port": str(int(prom_port) + list(GROUPS).index(group)),
                    # idle polling backs off to 1 s per hop by default; 100 ms keeps latency low
                    "dramatiq_worker_timeout": "100", "dramatiq_queue_prefetch": str(max(2, threads * 4))}
-            log = open(self.logs / f"{pool}.log", "ab")
-            self.processes[pool] = subprocess.Popen(
-                pool_command(pool, processes, threads), env=env, stdout=log, stderr=subprocess.STDOUT,
+            log = open(self.logs / f"{group}.log", "ab")
+            self.processes[group] = subprocess.Popen(
+                pool_command(group, processes, threads), env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         return self
 

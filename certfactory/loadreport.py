@@ -83,7 +83,7 @@ def load_adjusted(result: dict[str, Any]) -> float | None:
     """The efficiency had the rest of the machine taken as many cores during the pipeline
     as during the ceiling: each phase's rate scaled by the cores left to it. A rough
     correction, for CPU-bound phases; the measured ``efficiency`` stays the figure."""
-    cpu, cores = result["machine"].get("cpu"), result["machine"].get("cores")
+    cpu, cores = result["machine"].get("cores_busy"), result["machine"].get("cores")
     if not cpu or not cores or not result.get("efficiency"):
         return None
     left = {phase: max(0.1, cores - figures["cores_used_by_others"]) for phase, figures in cpu.items()}
@@ -104,7 +104,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     peak = result["peak_rss_mb"]
     if peak:
         console.print("peak RSS MB: " + ", ".join(f"{label} {mb}" for label, mb in peak.items()))
-    cpu = result.get("machine", {}).get("cpu")
+    cpu = result.get("machine", {}).get("cores_busy")
     if cpu:
         console.print("cores busy (this run / everything else): " + "; ".join(
             f"{phase} {c['cores_used_by_run']} / {c['cores_used_by_others']}" for phase, c in cpu.items()))

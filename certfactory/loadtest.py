@@ -4,7 +4,8 @@ cores, and how close the one comes to the other.
 The run, in a fresh home (a temporary one unless ``--home``):
 
 1. ``init``, a private redis-server, the worker pools as the demo starts them (station
-   pool of P processes, one token thread each; CA signer ×1; general ×1 with T threads),
+   pool: key generation on P processes and packaging on P more, one token thread each;
+   CA signer ×1; general ×1 with T threads),
    each worker also loading ``certfactory.loadprobe``.
 2. Once every worker process has heartbeated, a warm-up batch (3 requests per station
    process, another agency) goes through: workers build their Issuance, load PKCS#11,
@@ -156,11 +157,11 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
     machine = host.machine(server.url)
     cpu = host.CpuMeter()
     try:
-        _wait_for_workers(server.url, pools, settings.station_processes + 2)
+        _wait_for_workers(server.url, pools, 2 * settings.station_processes + 2)
         sampler = host.MemorySampler({pool: p.pid for pool, p in pools.processes.items()},
                                      lambda: loadprobe.worker_pids(probe_dir)).start()
-        console.print(f"[bold]load test[/]: {count} × {key_type}, station ×{settings.station_processes}, "
-                      f"CA ×1, general ×1; home {layout.root}")
+        console.print(f"[bold]load test[/]: {count} × {key_type}, station ×{settings.station_processes} "
+                      f"(packaging ×{settings.station_processes}), CA ×1, general ×1; home {layout.root}")
         warm_up = write_batch(layout.root / "warm-up", WARM_UP_PER_PROCESS * settings.station_processes, key_type,
                               seed=count + 1)
         warmed = submit_endorsed(run_settings, ledger, warm_up, WARM_UP_AGENCY)
@@ -191,7 +192,7 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
                               ceiling, sampler, keygen_delay, sign_delay)
     cpu.mark("ceiling done")
     result["machine"] = {**machine, "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                         "cpu": {"pipeline": cpu.between("pipeline", "pipeline done"),
+                         "cores_busy": {"pipeline": cpu.between("pipeline", "pipeline done"),
                                  "ceiling": cpu.between("ceiling", "ceiling done")}}
     result["efficiency_load_adjusted"] = loadreport.load_adjusted(result)
     if home is None:

@@ -88,11 +88,23 @@ class Station:
         with self._provisioning_lock():
             present = softhsm.token_directories(self.tokendir)
             unknown = {s: d for s, d in present.items() if s not in known}
-            softhsm.init_tokens(self.config, max(0, count - len(unknown)), "blank", TRANSPORT_SO_PIN,
-                                TRANSPORT_USER_PIN)
+            self._make_blank(max(0, count - len(unknown)))
             fresh = {s: d for s, d in softhsm.token_directories(self.tokendir).items() if s not in known}
         tokens.reinitialize(self.module)
         return sorted(fresh.items())
+
+    def _make_blank(self, count: int) -> None:
+        """Initialise blank tokens side by side in a staging directory no station process
+        reads, then move each finished one into the station's: a process re-reading the
+        slots must never meet a half-written token (two of them make SoftHSM2 abort on a
+        duplicate slot id). Under the provisioning lock."""
+        staging = self.root / "incoming"
+        shutil.rmtree(staging, ignore_errors=True)  # a crash's leftovers, never seen by the station
+        if count:
+            config = softhsm.write_config(staging / "softhsm2.conf", staging / "tokens")
+            softhsm.init_tokens(config, count, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
+            for name in softhsm.token_directories(staging / "tokens").values():
+                os.rename(staging / "tokens" / name, self.tokendir / name)
 
     def refresh(self) -> None:
         """Re-read the station's slots. SoftHSM2 keeps each process's view of a token as it

@@ -202,7 +202,8 @@ class Ledger:
         """Open the ledger at ``url`` and create its tables if they are missing."""
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        engine = create_engine(url, pool_pre_ping=True)
+        # a SQLite file does not drop connections: no ping before every checkout
+        engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if engine.dialect.name == "sqlite":
             _sqlite_immediate_transactions(engine)
         metadata.create_all(engine)

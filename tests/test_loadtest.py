@@ -55,7 +55,7 @@ def test_loadtest_reports_throughput_ceiling_stages_and_memory(tmp_path: Path, t
         assert row["work_ms"]["count"] >= 20 and row["work_ms"]["p50"] > 0, stage
         assert row["queue_wait_ms"]["p99"] >= row["queue_wait_ms"]["p50"] >= 0, stage
     workers = {label: mb for label, mb in report["peak_rss_mb"].items() if "-worker-" in label}
-    assert len(workers) == 2 + 1 + 1, report["peak_rss_mb"]  # station ×2, CA ×1, general ×1
+    assert len(workers) == 2 + 2 + 1 + 1, report["peak_rss_mb"]  # station ×2, packaging ×2, CA ×1, general ×1
     assert all(mb > 0 for mb in report["peak_rss_mb"].values())
     assert report["keygen_ms"]["ceiling"]["count"] == 20 and report["keygen_ms"]["pipeline"]["count"] == 20
     assert report["sign_ms"]["pipeline"]["p50"] > 0

@@ -1,0 +1,61 @@
+"""The standard runs' figures as a Markdown table (bench/standard_runs.sh writes it to
+bench/results/SUMMARY.md; the README's "Measured throughput" section quotes it).
+
+    .venv/bin/python bench/summary.py bench/results
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
+    lines = ["| run | certificates | end-to-end /s | ceiling /s | efficiency | peak RSS per worker (MB) "
+             "| other load (cores) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    machine: dict[str, Any] | None = None
+    for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json", "loadtest-memory-2000.json"):
+        run = _load(folder, name)
+        if run is None:
+            continue
+        machine = machine or run["machine"]
+        workers = {k: v for k, v in run["peak_rss_mb"].items() if "-worker-" in k}
+        others = run["machine"].get("cores_busy", {})
+        lines.append(
+            f"| {name.removesuffix('.json')} ({run['key_type']}, {run['processes']} processes) | {run['published']} "
+            f"| {run['end_to_end_per_second']} | {run['ceiling_per_second']} | **{run['efficiency']:.0%}** "
+            f"| max {max(workers.values(), default=0)} (growth after warm-up: max "
+            f"{max(run['memory'].get('growth_after_warmup_mb', {}).values(), default=0)}) "
+            f"| {others.get('pipeline', {}).get('cores_used_by_others', '?')} / "
+            f"{others.get('ceiling', {}).get('cores_used_by_others', '?')} |")
+    plan = _load(folder, "plan_check.json")
+    if plan:
+        lines.append("")
+        lines.append(f"Plan check ({plan['key_type']}, simulated keygen {plan['measured_run']['keygen_delay']} s, "
+                     f"{plan['measured_run']['count']} requests): plan {plan['plan']['batch_seconds']:.1f} s, load "
+                     f"test {plan['measured_run']['end_to_end_seconds']:.1f} s, error **{plan['error']:+.1%}**.")
+    growth = _load(folder, "station_growth.json")
+    if growth:
+        lines.append("")
+        lines.append(f"Station growth ({growth['key_type']}, {growth['devices']} devices, ejected): keygen p50 "
+                     f"{growth['keygen_ms_first']['p50']} ms for the first 100 devices, "
+                     f"{growth['keygen_ms_last']['p50']} ms for the last 100 (ratio "
+                     f"{growth['keygen_last_over_first_p50']}).")
+    if machine:
+        lines.append("")
+        lines.append(f"Machine: {machine['cores']} cores, {machine['cpu']}; Python {machine['python']}, "
+                     f"{machine['softhsm2']}, Redis {machine['redis_server']}, dramatiq {machine['dramatiq']}, "
+                     f"cryptography {machine['cryptography']}.")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
