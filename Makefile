@@ -6,6 +6,7 @@ BIN := .venv/bin
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 LOADTEST_ARGS ?=
+CHAOS_ARGS ?=
 
 .DEFAULT_GOAL := demo
 .PHONY: demo test chaos loadtest bootstrap schemas clean
@@ -17,7 +18,7 @@ test: bootstrap
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 chaos: bootstrap
-	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 loadtest: bootstrap
 	$(BIN)/certfactory loadtest $(LOADTEST_ARGS)

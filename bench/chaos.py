@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
+import redis  # noqa: E402
 import sqlalchemy  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
@@ -162,6 +163,7 @@ class Chaos:
         self.pools: dict[str, WorkerPools] = {}
         self.started = 0.0
         self.next_kill = 0.0
+        self.pulled: tuple[Any, Path, Path, float] | None = None
 
     # -- set-up and tear-down --
 
@@ -187,21 +189,20 @@ class Chaos:
         ledger_env = {"CERTFACTORY_DATABASE_URL": settings.database_url} if settings.database_url else {}
         return WorkerPools(settings, settings.redis_url or "", (pool,), extra_env=ledger_env)
 
-    def stop(self) -> None:
+    def stop_pipeline(self) -> None:
+        """Stop the worker pools and redis-server (again: harmless)."""
         for pools in self.pools.values():
             pools.stop(timeout=10)
         if self.server is not None:
             self.server.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
 
     # -- faults --
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _fault_done(self) -> None:
-        self.faults.last_at = self._elapsed()
+    def _fault_done(self, at: float | None = None) -> None:
+        self.faults.last_at = max(self.faults.last_at, self._elapsed() if at is None else at)
 
     def kill_worker(self) -> None:
         """SIGKILL one worker process (a child of a pool's dramatiq parent)."""
@@ -272,14 +273,23 @@ class Chaos:
                 shutil.move(str(source), str(pulled))
             except (FileNotFoundError, shutil.Error):
                 continue
-            now = ledger.get_device(device.serial)
-            if now is not None and now.state != "claimed":  # its key was recorded meanwhile: plug it back
-                shutil.move(str(pulled), str(source))
-                continue
-            self.faults.token_removal = {"at": round(self._elapsed(), 2), "device": device.serial,
-                                         "request_id": device.request_id}
-            self._fault_done()
+            self.pulled = (device, source, pulled, time.monotonic())
             return
+
+    def confirm_pull(self, ledger: Ledger) -> None:
+        """A pulled device whose key is recorded within a few seconds was pulled a moment
+        after its key was generated, not during: plug it back and pull another later."""
+        assert self.pulled is not None
+        device, source, pulled, at = self.pulled
+        row = ledger.get_device(device.serial)
+        if row is not None and row.state not in ("claimed", "removed"):
+            shutil.move(str(pulled), str(source))
+            self.pulled = None
+        elif time.monotonic() - at > 3.0:
+            self.faults.token_removal = {"at": round(at - self.started, 2), "device": device.serial,
+                                         "request_id": device.request_id}
+            self.pulled = None
+            self._fault_done(at - self.started)
 
     def inject(self, settings: Settings, ledger: Ledger, progress: float) -> None:
         """Faults by progress (fraction of requests past key generation), so each lands
@@ -287,7 +297,9 @@ class Chaos:
         if progress >= self.args.faults_until and self.faults.token_removal is not None:
             return
         now = self._elapsed()
-        if self.faults.token_removal is None and progress >= 0.02:
+        if self.pulled is not None:
+            self.confirm_pull(ledger)
+        elif self.faults.token_removal is None and progress >= 0.02:
             self.remove_token(settings, ledger)
         if progress >= 0.1 and now >= self.next_kill and progress < self.args.faults_until \
                 and (self.args.max_kills is None or len(self.faults.kills) < self.args.max_kills):
@@ -312,21 +324,27 @@ class Chaos:
     # -- main loop --
 
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            self.stop_pipeline()
+            if self.postgres is not None:
+                self.postgres.stop()
+
+    def _run(self) -> dict[str, Any]:
         settings = self.start()
         ledger = wiring.ledger(settings)
-        try:
-            batch = write_batch(self.home / "batches", self.args.count, self.args.key_type, self.args.seed)
-            self.started = time.monotonic()
-            report = demo_agency.submit_endorsed(settings, ledger, batch, AGENCY)
-            batch_id, accepted = report["batch_id"], report["accepted"]
-            self.console.print(f"submitted {accepted} requests ({self.args.key_type}); ledger "
-                               f"{'SQLite' if settings.ledger_url.startswith('sqlite') else 'PostgreSQL'}; "
-                               f"home {self.home}")
-            drained_at = self._drive(settings, ledger, batch_id, accepted)
-            wall = self._elapsed()
-            wiring.issuance(settings, "general").refresh_index()
-        finally:
-            self.stop()
+        batch = write_batch(self.home / "batches", self.args.count, self.args.key_type, self.args.seed)
+        self.started = time.monotonic()
+        report = demo_agency.submit_endorsed(settings, ledger, batch, AGENCY)
+        batch_id, accepted = report["batch_id"], report["accepted"]
+        self.console.print(f"submitted {accepted} requests ({self.args.key_type}); ledger "
+                           f"{'SQLite' if settings.ledger_url.startswith('sqlite') else 'PostgreSQL'}; "
+                           f"home {self.home}")
+        drained_at = self._drive(settings, ledger, batch_id, accepted)
+        wall = self._elapsed()
+        self.stop_pipeline()  # nothing touches a device or the ledger while it is checked
+        wiring.issuance(settings, "general").refresh_index()  # the pools stop before their delayed refresh
         result = {"count": self.args.count, "accepted": accepted, "key_type": self.args.key_type,
                   "ledger": "sqlite" if settings.ledger_url.startswith("sqlite") else "postgresql",
                   "station_processes": self.args.station_processes, "wall_seconds": round(wall, 2),
@@ -463,8 +481,10 @@ def check_devices(settings: Settings, ledger: Ledger, faults: Faults) -> list[di
     if on_disk != {row.serial for row in packaged}:
         orphans.append(f"devices/ holds {len(on_disk)} devices, the ledger packaged {len(packaged)}")
     blank = {row.token_dir for row in rows if row.state == "blank"}
+    # a removed device may still sit in its port: unreadable after a crash cut its PIN change short
+    allowed = blank | {row.token_dir for row in rows if row.state == "removed"}
     stray = [name for name in (entry.name for entry in station.tokendir.iterdir()) if name in
-             {row.token_dir for row in rows} and name not in blank]
+             {row.token_dir for row in rows} and name not in allowed]
     if stray:
         orphans.append(f"{len(stray)} token(s) on the station the ledger says left it")
     removed = [row.serial for row in rows if row.state == "removed"]
@@ -553,7 +573,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--station-processes", type=int, default=2, help="station worker processes (default 2)")
     parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between worker kills")
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
-    parser.add_argument("--faults-until", type=float, default=0.7,
+    parser.add_argument("--faults-until", type=float, default=0.9,
                         help="inject faults until this fraction of requests is past key generation")
     parser.add_argument("--redis-down", type=float, default=1.0, help="seconds redis-server stays down")
     parser.add_argument("--db-outage", type=float, default=8.0, help="seconds SQLite stays locked (SQLite only)")
@@ -588,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         result = chaos.run()
     except (ChaosError, CertFactoryError) as error:
         console.print(f"[red]chaos: {error}[/]")
+        return 2
+    except (sqlalchemy.exc.SQLAlchemyError, redis.RedisError, OSError) as error:
+        console.print(f"[red]chaos: the harness lost a server it needs ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0]}); see the logs under {chaos.home / 'run' / 'logs'}[/]")
         return 2
     except KeyboardInterrupt:
         console.print("[red]chaos: interrupted[/]")

@@ -120,7 +120,8 @@ class Station:
             self.refresh()
 
     def present(self, serial: str) -> bool:
-        """Whether the device is plugged into the station (a USB token can be pulled out)."""
+        """Whether the station sees the device: a USB token can be pulled out, and one whose
+        PIN change a crash cut short may no longer be readable."""
         try:
             tokens.find_token(self.module, serial=serial)
         except TokenError:
@@ -230,6 +231,10 @@ class Station:
     def device_dir(self, serial: str) -> Path:
         """Where a packaged device lives."""
         return self.devices_root / serial
+
+    def ejected(self, serial: str, token_dir: str) -> bool:
+        """Whether the device's token has already moved off the station."""
+        return (self.device_dir(serial) / "tokens" / token_dir).exists() and not (self.tokendir / token_dir).exists()
 
     def eject(self, serial: str, token_dir: str) -> Path:
         """Take the device off the station: its token moves to devices/<serial>/ with a

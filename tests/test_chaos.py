@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -52,6 +53,20 @@ def test_chaos_run_publishes_every_request_exactly_once(tmp_path: Path, postgres
     pulled = faults["token_removal"]
     assert (tmp_path / "var" / "pulled").is_dir()
     assert not (tmp_path / "var" / "devices" / pulled["device"]).exists()
+    _assert_owner_only(tmp_path / "var")
+
+
+def _assert_owner_only(home: Path) -> None:
+    """PIN envelopes and every token directory are readable by their owner only."""
+    folders = [home / "pin-envelopes", home / "ca" / "tokens", *(home / "ca" / "tokens").iterdir(),
+               *(home / "station").glob("*/tokens"), *(home / "station").glob("*/tokens/*"),
+               *(home / "devices").iterdir(), *(home / "devices").glob("*/tokens/*")]
+    files = [*(home / "pin-envelopes").iterdir(), home / "ca" / "user.pin", home / "ca" / "so.pin"]
+    assert len(files) > 30 and len(folders) > 60
+    for path in folders:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def _worker_pid(pools: WorkerPools) -> int:
