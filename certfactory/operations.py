@@ -19,7 +19,7 @@ from factory.intake import check_batch, record_batch
 from factory.ledger import Ledger
 from factory.reconciliation import Resumption
 from schemas.status import RequestState
-from workers.broker import FAILURE_QUEUE, STAGE_QUEUES
+from workers.broker import FAILURE_QUEUE, STAGE_QUEUES, requests_in_broker
 
 FAILED_SHOWN = 20
 """Failed requests `status` lists with their reasons (the rest: `status --request ID`)."""
@@ -89,7 +89,9 @@ def retry(settings: Settings, ledger: Ledger, request_ids: list[str]) -> list[Re
 
 def reconcile(settings: Settings, ledger: Ledger, older_than_seconds: float) -> list[Resumption]:
     """Resend the next message of every request in flight that has not moved for a while."""
-    stalled = reconciliation.stalled(ledger, older_than_seconds)
+    broker = actors_for(wiring.redis_url(settings)).validate.broker
+    pending = requests_in_broker(broker.client)  # their message will run: not stalled
+    stalled = reconciliation.stalled(ledger, older_than_seconds, pending)
     _send(settings, stalled)
     return stalled
 

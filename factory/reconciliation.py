@@ -9,6 +9,7 @@ request) and only moves the state on.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from factory.errors import StateConflict
@@ -70,8 +71,10 @@ def retry_failed(ledger: Ledger, request_id: str) -> Resumption | None:
     return Resumption(request_id, state, NEXT_STAGE.get(state))
 
 
-def stalled(ledger: Ledger, older_than_seconds: float) -> list[Resumption]:
-    """Requests in flight whose state has not moved for ``older_than_seconds``: their
-    next message may be lost, so send it again (a duplicate is harmless)."""
+def stalled(ledger: Ledger, older_than_seconds: float, pending: Collection[str] = ()) -> list[Resumption]:
+    """Requests in flight whose state has not moved for ``older_than_seconds`` and that
+    have no message in the broker (``pending``): their next message was lost, so send it
+    again. Skipping the pending ones keeps a backlog from being sent twice (harmless, but
+    every duplicate would run through the rest of the pipeline)."""
     return [Resumption(row.id, S(row.state), NEXT_STAGE[S(row.state)])
-            for row in ledger.unmoved_requests(tuple(NEXT_STAGE), older_than_seconds)]
+            for row in ledger.unmoved_requests(tuple(NEXT_STAGE), older_than_seconds) if row.id not in pending]

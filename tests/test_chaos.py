@@ -124,3 +124,25 @@ def test_a_message_held_by_a_killed_worker_comes_back_within_a_minute(tmp_path: 
                               env={**os.environ, "SOFTHSM2_CONF": str(home / "devices" / device.serial /
                                                                       "softhsm2.conf")})
         assert keys.stdout.count("Private Key Object") == 1, keys.stdout + keys.stderr
+
+
+def test_reconcile_counts_a_queued_or_held_message_as_pending(redis_server: RedisServer) -> None:
+    """A request whose stage message is queued, or held by a worker, has a message that
+    will run: reconciliation must not send it again; once acknowledged it has none."""
+    from certfactory.messaging import actors_for
+    from workers.broker import requests_in_broker
+
+    actors = actors_for(redis_server.url)
+    client = actors.validate.broker.client
+    actors.generate_key.send("queued-request")
+    actors.sign.send_with_options(args=("delayed-request",), delay=60_000)
+    assert requests_in_broker(client) == {"queued-request", "delayed-request"}
+    consumer = actors.validate.broker.consume("generate_key", prefetch=1, timeout=1000)
+    held = next(consumer)
+    assert held is not None and held.args == ("queued-request",)
+    assert client.llen("dramatiq:generate_key") == 0  # now only in the worker's acks set
+    assert "queued-request" in requests_in_broker(client)
+    consumer.ack(held)
+    next(consumer, None)  # acknowledgements are flushed on the next fetch
+    consumer.close()
+    assert requests_in_broker(client) == {"delayed-request"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -44,3 +46,20 @@ def connect(redis_url: str) -> RedisBroker:
                          maintenance_chance=MAINTENANCE_CHANCE_PER_MILLION)
     dramatiq.set_broker(broker)
     return broker
+
+
+def requests_in_broker(client: redis.Redis, queues: tuple[str, ...] = STAGE_QUEUES) -> set[str]:
+    """Request ids that have a stage message queued, delayed or held by a worker (alive,
+    or dead and due for redelivery) in dramatiq's Redis layout: reconciliation leaves
+    those alone, since their message will run; only a request with none is stalled."""
+    found: set[str] = set()
+    for queue in queues:
+        for name in (queue, f"{queue}.DQ"):
+            ids = set(client.lrange(f"dramatiq:{name}", 0, -1))
+            for acks in client.scan_iter(f"dramatiq:__acks__.*.{name}"):
+                ids |= client.smembers(acks)
+            for body in client.hmget(f"dramatiq:{name}.msgs", list(ids)) if ids else ():
+                args = json.loads(body).get("args") if body else None
+                if args:
+                    found.add(str(args[0]))
+    return found
