@@ -107,6 +107,29 @@ def dead_letters(settings: Settings) -> dict[str, int] | None:
         return None
 
 
+def dead_letter_messages(settings: Settings, limit: int = FAILED_SHOWN) -> list[dict[str, Any]]:
+    """The newest dead-lettered messages (queue, actor, request, when), [] without a broker."""
+    import json
+
+    import redis
+
+    found: list[dict[str, Any]] = []
+    try:
+        client = redis.Redis.from_url(wiring.redis_url(settings), socket_connect_timeout=1)
+        for queue in (*STAGE_QUEUES, FAILURE_QUEUE):
+            newest = client.zrevrange(f"dramatiq:{queue}.XQ", 0, limit - 1, withscores=True)
+            bodies = client.hmget(f"dramatiq:{queue}.XQ.msgs", [m for m, _ in newest]) if newest else []
+            for (_, millis), body in zip(newest, bodies, strict=True):
+                message = json.loads(body) if body else {}
+                args = message.get("args") or []
+                found.append({"queue": queue, "actor": message.get("actor_name", "?"),
+                              "request_id": str(args[0]) if args and isinstance(args[0], str) else None,
+                              "dead_at": dt.datetime.fromtimestamp(millis / 1000, dt.UTC).isoformat()})
+    except (redis.RedisError, CertFactoryError):
+        return []
+    return sorted(found, key=lambda m: m["dead_at"], reverse=True)[:limit]
+
+
 def status(ledger: Ledger, batch_id: str | None, settings: Settings | None = None,
            today: dt.date | None = None) -> dict[str, Any]:
     """Counts per state, every state present; where each deadline stands; the failed
@@ -122,6 +145,7 @@ def status(ledger: Ledger, batch_id: str | None, settings: Settings | None = Non
                          "reason": row.reason} for row in ledger.requests_in(RequestState.failed, batch_id, FAILED_SHOWN)]
     if settings is not None:
         report["dead_letters"] = dead_letters(settings)
+        report["dead_letter_messages"] = dead_letter_messages(settings)
     return report
 
 

@@ -29,6 +29,8 @@ def status_text(report: dict[str, Any]) -> str:
     if report.get("dead_letters") is not None:
         lines.append("dead letters: " + (", ".join(f"{q}={n}" for q, n in report["dead_letters"].items() if n)
                                          or "none"))
+    for dead in report.get("dead_letter_messages", []):
+        lines.append(f"dead letter {dead['queue']}: {dead['actor']}({dead['request_id'] or ''}) at {dead['dead_at']}")
     return "\n".join(lines)
 
 

@@ -81,6 +81,17 @@ class FailedRequest(BaseModel):
     reason: str | None
 
 
+class DeadLetter(BaseModel):
+    """A message dramatiq gave up on and parked in its queue's dead-letter set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue: str
+    actor: str
+    request_id: str | None
+    dead_at: dt.datetime
+
+
 class StatusReport(BaseModel):
     """What ``certfactory status --json`` prints: every state present, zero or not."""
 
@@ -92,3 +103,4 @@ class StatusReport(BaseModel):
     deadlines: dict[str, DeadlineStanding]
     failed: list[FailedRequest]
     dead_letters: dict[str, int] | None = None
+    dead_letter_messages: list[DeadLetter] = []

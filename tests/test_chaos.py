@@ -146,3 +146,25 @@ def test_reconcile_counts_a_queued_or_held_message_as_pending(redis_server: Redi
     next(consumer, None)  # acknowledgements are flushed on the next fetch
     consumer.close()
     assert requests_in_broker(client) == {"delayed-request"}
+
+
+def test_status_counts_and_lists_dead_letters(tmp_path: Path, redis_server: RedisServer) -> None:
+    """A message dramatiq gave up on shows in `status`: counted per queue and listed with
+    its actor and request."""
+    from certfactory import operations
+    from certfactory.messaging import actors_for
+    from schemas.status import StatusReport
+
+    actors = actors_for(redis_server.url)
+    actors.sign.send("doomed-request")
+    consumer = actors.sign.broker.consume("sign", prefetch=1, timeout=1000)
+    message = next(consumer)
+    consumer.nack(message)  # what Retries does once the retries are spent
+    next(consumer, None)
+    consumer.close()
+    settings = Settings(home=tmp_path / "var", redis_url=redis_server.url)
+    report = operations.status(Ledger.connect(f"sqlite:///{tmp_path / 'ledger.sqlite'}"), None, settings)
+    StatusReport.model_validate(report)
+    assert report["dead_letters"]["sign"] == 1
+    [listed] = report["dead_letter_messages"]
+    assert listed["queue"] == "sign" and listed["actor"] == "sign" and listed["request_id"] == "doomed-request"
