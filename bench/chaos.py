@@ -573,7 +573,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--station-processes", type=int, default=2, help="station worker processes (default 2)")
     parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between worker kills")
     parser.add_argument("--max-kills", type=int, default=None, help="stop killing after this many")
-    parser.add_argument("--faults-until", type=float, default=0.9,
+    parser.add_argument("--faults-until", type=float, default=0.95,
                         help="inject faults until this fraction of requests is past key generation")
     parser.add_argument("--redis-down", type=float, default=1.0, help="seconds redis-server stays down")
     parser.add_argument("--db-outage", type=float, default=8.0, help="seconds SQLite stays locked (SQLite only)")
