@@ -71,26 +71,34 @@ class Station:
         self.envelopes.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @contextmanager
-    def _provisioning_lock(self) -> Iterator[None]:
+    def _lock(self, name: str, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".provision.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with open(self.root / name, "w") as handle:
+            fcntl.flock(handle, mode)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # Re-reading the slots lists the token directory, then reads every token's
+    # token.object; setting a device's PINs rewrites its token.object in place, and
+    # ejecting moves a token out. A token half rewritten or gone between the listing and
+    # the reading has no serial, and two such tokens at once make SoftHSM2 abort the
+    # process (a duplicate slot id). PIN changes and ejections share this lock;
+    # re-reading the slots takes it alone.
+    SLOTS_LOCK = ".slots.lock"
 
     def provision_blank(self, count: int, known: set[str]) -> list[tuple[str, str]]:
         """Plug ``count`` blank devices into the station (one lock, then one re-read of
         the slots). Returns (serial, token directory) of devices the ledger does not know
         yet — also ones an earlier crashed call left behind."""
         self.prepare()
-        with self._provisioning_lock():
+        with self._lock(".provision.lock"):
             present = softhsm.token_directories(self.tokendir)
             unknown = {s: d for s, d in present.items() if s not in known}
             self._make_blank(max(0, count - len(unknown)))
             fresh = {s: d for s, d in softhsm.token_directories(self.tokendir).items() if s not in known}
-        tokens.reinitialize(self.module)
+        self.refresh()
         return sorted(fresh.items())
 
     def _make_blank(self, count: int) -> None:
@@ -111,7 +119,8 @@ class Station:
         was when the process last read the slots (PINs included), and another station
         process may have personalised or ejected a device since: a stage that touches a
         device another process may have changed starts here."""
-        tokens.reinitialize(self.module)
+        with self._lock(self.SLOTS_LOCK):
+            tokens.reinitialize(self.module)
 
     def refresh_unless_personalised_here(self, serial: str) -> None:
         """Re-read the slots unless this process personalised the device itself (then it
@@ -123,7 +132,7 @@ class Station:
         """Whether the station sees the device: a USB token can be pulled out, and one whose
         PIN change a crash cut short may no longer be readable."""
         try:
-            tokens.find_token(self.module, serial=serial)
+            tokens.find_token(self.module, serial=serial, refresh=self.refresh)
         except TokenError:
             return False
         return True
@@ -163,8 +172,8 @@ class Station:
         if envelope is None:
             envelope = PinEnvelope(serial=serial, user_pin=_new_pin(8), so_pin=_new_pin(16))
             self._write_envelope(envelope)
-        token = tokens.find_token(self.module, serial=serial)
-        with tokens.token_lock:
+        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
+        with self._lock(self.SLOTS_LOCK, fcntl.LOCK_SH), tokens.token_lock:  # flock first, as in refresh
             # A device whose envelope was just written still has its transport PIN.
             so_pin = TRANSPORT_SO_PIN if fresh else self._so_login_pin(token, envelope)
             try:
@@ -193,7 +202,7 @@ class Station:
         """The device's key pair (SubjectPublicKeyInfo DER): the one already made for this
         key id, or a new one generated on the device."""
         envelope = self._envelope_or_fail(serial)
-        token = tokens.find_token(self.module, serial=serial)
+        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
         with tokens.user_session(token, envelope.user_pin) as session:
             existing = tokens.find_private_key(session, key_id=key_id)
             if existing is not None:
@@ -218,7 +227,7 @@ class Station:
         device, after checking the certificate's public key (SubjectPublicKeyInfo DER, the
         third item) is the one of the device's key pair."""
         envelope = self._envelope_or_fail(serial)
-        token = tokens.find_token(self.module, serial=serial)
+        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
         with tokens.user_session(token, envelope.user_pin) as session:
             der, subject, public_der = certificate
             private = tokens.find_private_key(session, key_id=key_id)
@@ -244,7 +253,8 @@ class Station:
         source = self.tokendir / token_dir
         if source.exists() and not moved.exists():
             moved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            shutil.move(str(source), str(moved))
+            with self._lock(self.SLOTS_LOCK, fcntl.LOCK_SH):  # never while another process reads the slots
+                shutil.move(str(source), str(moved))
         elif not moved.exists():
             raise PermanentError(f"device {serial} is neither on station {self.name} nor packaged")
         softhsm.write_config(target / "softhsm2.conf", target / "tokens")

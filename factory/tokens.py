@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -101,8 +101,10 @@ def _matching_tokens(module: str, serial: str | None, label: str | None) -> list
     return found
 
 
-def find_token(module: str, *, serial: str | None = None, label: str | None = None) -> pkcs11.Token:
-    """Exactly one token by serial or label; re-reads the slots once if it is not seen."""
+def find_token(module: str, *, serial: str | None = None, label: str | None = None,
+               refresh: Callable[[], None] | None = None) -> pkcs11.Token:
+    """Exactly one token by serial or label; re-reads the slots once if it is not seen
+    (with ``refresh`` when the caller has its own way, else :func:`reinitialize`)."""
     for attempt in (1, 2):
         with token_lock:
             try:
@@ -114,7 +116,7 @@ def find_token(module: str, *, serial: str | None = None, label: str | None = No
         if len(found) > 1:
             raise PermanentError(f"more than one token matches {serial or label}")
         if attempt == 1:
-            reinitialize(module)
+            (refresh or (lambda: reinitialize(module)))()
     raise TokenError(f"token {serial or label} is not present")
 
 
