@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pkcs11.exceptions as p11
 
-from factory import softhsm, tokens
+from factory import possession, softhsm, tokens
 from factory.errors import PermanentError, PolicyError, TokenError
 
 # What a blank device ships with, like a USB token's printed transport PINs: not secret.
@@ -212,6 +212,17 @@ class Station:
         if self.simulated_keygen_seconds:
             time.sleep(self.simulated_keygen_seconds)
         return public_der
+
+    def prove_possession(self, serial: str, key_id: bytes, data: bytes) -> bytes:
+        """Sign ``data`` with the device's key pair of this key id (``factory.possession``)."""
+        envelope = self._envelope_or_fail(serial)
+        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
+        with tokens.user_session(token, envelope.user_pin) as session:
+            private = tokens.find_private_key(session, key_id=key_id)
+            if private is None:
+                raise PolicyError(f"device {serial} holds no key pair with this request's key id")
+            key = tokens.token_private_key(session, private, tokens.public_key_der(session, private))
+            return possession.prove(key, data)
 
     def _envelope_or_fail(self, serial: str) -> PinEnvelope:
         envelope = self.read_envelope(serial)

@@ -10,6 +10,7 @@ signature.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from factory import ca as ca_profile
-from factory import revocation, tokens
+from factory import possession, revocation, tokens
 from factory.calendar import WorkingCalendar
 from factory.ca import CAToken, Policy
 from factory.devices import Station
@@ -148,9 +149,12 @@ class Issuance:
         started = time.perf_counter()
         public_der = self.station.generate_key(device.serial, record.key_type.value, key_id, f"cf-{request_id}")
         self.observe("keygen", record.key_type.value, time.perf_counter() - started)
+        proof = self.station.prove_possession(device.serial, key_id,
+                                              possession.statement(request_id, device.serial, public_der))
         with self.ledger.transaction() as connection:
             self.ledger.transition(request_id, S.validated, S.key_generated, connection=connection,
-                                   detail={"device": device.serial, "key_type": record.key_type.value})
+                                   detail={"device": device.serial, "key_type": record.key_type.value,
+                                           "possession": base64.b64encode(proof).decode()})
             self.ledger.record_device_key(connection, device.serial, public_der)
         return True
 
@@ -171,6 +175,7 @@ class Issuance:
         device = self.ledger.device_for_request(request_id)
         if device is None or device.public_key is None:
             raise PolicyError(f"request {request_id} has no device key recorded: refusing to sign")
+        self._check_possession(request_id, device.serial, device.public_key)
         reserved = self.ledger.reserve_certificate(request_id, serial_hex(ca_profile.new_serial()))
         if reserved.der is None:
             builder = ca_profile.subscriber_builder(record, device.public_key, int(reserved.serial, 16),
@@ -192,6 +197,15 @@ class Issuance:
             self.ledger.transition(request_id, S.key_generated, S.signed, connection=connection,
                                    detail={"serial": reserved.serial})
         return True
+
+    def _check_possession(self, request_id: str, device_serial: str, public_der: bytes) -> None:
+        """Refuse a public key the device did not prove it holds (``factory.possession``)."""
+        proofs = [json.loads(event.detail).get("possession") for event in self.ledger.audit_trail(request_id)
+                  if event.kind == "transition" and event.to_state == S.key_generated.value and event.detail]
+        data = possession.statement(request_id, device_serial, public_der)
+        if not proofs or not proofs[-1] or not possession.verify(public_der, data, base64.b64decode(proofs[-1])):
+            raise PolicyError(f"the public key recorded for request {request_id} is not proven to be the key on "
+                              f"device {device_serial}: refusing to sign")
 
     def package(self, request_id: str) -> bool:
         """signed → packaged: certificate and chain onto the device, device off the station."""

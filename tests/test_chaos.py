@@ -168,3 +168,38 @@ def test_status_counts_and_lists_dead_letters(tmp_path: Path, redis_server: Redi
     assert report["dead_letters"]["sign"] == 1
     [listed] = report["dead_letter_messages"]
     assert listed["queue"] == "sign" and listed["actor"] == "sign" and listed["request_id"] == "doomed-request"
+
+
+def test_sign_refuses_a_public_key_its_device_did_not_prove(tmp_path: Path, redis_server: RedisServer,
+                                                            tools: dict[str, str]) -> None:
+    """A public key swapped in the ledger between key generation and signing has no proof
+    of possession from the device: the CA signs nothing for it and the request fails with
+    the reason; the untouched request is issued."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    home = tmp_path / "var"
+    run_cli(home, "init")
+    settings = Settings(home=home, redis_url=redis_server.url, worker_processes=1)
+    ledger = Ledger.connect(settings.ledger_url)
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(r.model_dump_json() + "\n" for r in generate_requests(2, seed=9, key_type="ecdsa-p256")))
+    pools = [WorkerPools(settings, redis_server.url, ("station", "general")).start()]
+    try:
+        batch_id = submit_endorsed(settings, ledger, batch, "BTC")["batch_id"]
+        _wait_for(ledger, batch_id, "key_generated", 2)
+        victim, other = ledger.request_ids(batch_id=batch_id)
+        foreign = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        with ledger.transaction() as connection:
+            connection.execute(devices.update().where(devices.c.request_id == victim).values(public_key=foreign))
+        pools.append(WorkerPools(settings, redis_server.url, ("ca",)).start())
+        _wait_for(ledger, batch_id, "failed", 1)
+        _wait_for(ledger, batch_id, "awaiting_activation", 1)
+    finally:
+        for pool in pools:
+            pool.stop()
+    row = ledger.get_request(victim)
+    assert row.reason_code == "sign.policy" and "not proven to be the key on device" in row.reason
+    assert ledger.certificate_for_request(victim) is None  # refused before a serial was reserved
+    assert ledger.get_request(other).state == "awaiting_activation"
