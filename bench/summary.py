@@ -20,7 +20,7 @@ def _load(folder: Path, name: str) -> dict[str, Any] | None:
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
     lines = ["| run | certificates | end-to-end /s | ceiling /s | efficiency | peak RSS per worker (MB) "
-             "| other load (cores) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| cores the rest of the machine took (pipeline / ceiling) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     machine: dict[str, Any] | None = None
     for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json", "loadtest-memory-2000.json"):
         run = _load(folder, name)
