@@ -219,8 +219,8 @@ class Station:
         token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
         with tokens.user_session(token, envelope.user_pin) as session:
             private = tokens.find_private_key(session, key_id=key_id)
-            if private is None:
-                raise PolicyError(f"device {serial} holds no key pair with this request's key id")
+            if private is None:  # it was made a moment ago: the device was pulled out since
+                raise TokenError(f"device {serial} lost the key pair just generated on it: pulled out?")
             key = tokens.token_private_key(session, private, tokens.public_key_der(session, private))
             return possession.prove(key, data)
 
