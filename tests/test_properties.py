@@ -100,7 +100,9 @@ SAFE = [("status",), ("retry",), ("reconcile",), ("activate",), ("calendar", "de
         ("submit",)]
 INTERACTIVE = {"watch"}  # `status --watch` runs until Ctrl-C
 
-option_value = st.one_of(st.text(max_size=30), st.integers(-10**6, 10**6).map(str),
+# A real command line cannot hold a NUL: execve's arguments are C strings.
+argv_text = st.characters(blacklist_characters="\x00")
+option_value = st.one_of(st.text(argv_text, max_size=30), st.integers(-10**6, 10**6).map(str),
                          st.floats(allow_nan=True).map(str), st.datetimes().map(dt.datetime.isoformat),
                          st.sampled_from(["", "-1", "nan", "--json", "2026-02-30T10:00", "0"]))
 
@@ -117,7 +119,7 @@ def command_lines(draw: st.DrawFn) -> list[str]:
             name = param.opts[0]
             argv += [name] if param.is_flag else [name, draw(option_value)]
         else:
-            argv.append(draw(st.one_of(st.text(max_size=20), st.just("/nonexistent/batch.jsonl"))))
+            argv.append(draw(st.one_of(st.text(argv_text, max_size=20), st.just("/nonexistent/batch.jsonl"))))
     if draw(st.booleans()):
         argv.append(draw(st.sampled_from(["--bogus", "extra", "-x"])))
     return argv
