@@ -259,7 +259,7 @@ class Chaos:
 
     def remove_token(self, settings: Settings, ledger: Ledger) -> None:
         """Pull out a device whose key is being generated (claimed, no key recorded yet)."""
-        from factory.ledger import devices
+        from factory.tables import devices
 
         station = wiring.station(settings)
         with ledger.engine.connect() as connection:
@@ -396,7 +396,7 @@ def _check(name: str, problems: list[str], detail: str) -> dict[str, Any]:
 
 def check_published_once(ledger: Ledger, home: Path, batch_id: str, accepted: int) -> dict[str, Any]:
     """Every accepted request published, by exactly one transition, with one certificate in the repository."""
-    from factory.ledger import audit_events, certificates, requests
+    from factory.tables import audit_events, certificates, requests
 
     problems = []
     with ledger.engine.connect() as connection:
@@ -434,7 +434,7 @@ def check_serials(ledger: Ledger, home: Path) -> dict[str, Any]:
     """Serials unique across the ledger and the repository files, and every reserved serial signed."""
     from cryptography import x509
 
-    from factory.ledger import certificates
+    from factory.tables import certificates
 
     problems = []
     with ledger.engine.connect() as connection:
@@ -459,7 +459,7 @@ def check_devices(settings: Settings, ledger: Ledger, faults: Faults) -> list[di
     from pkcs11 import Attribute, ObjectClass
 
     from factory import tokens
-    from factory.ledger import certificates, devices, requests
+    from factory.tables import certificates, devices, requests
 
     home, station = settings.resolved_home, wiring.station(settings)
     with ledger.engine.connect() as connection:
@@ -519,7 +519,7 @@ def check_devices(settings: Settings, ledger: Ledger, faults: Faults) -> list[di
 def check_audit(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
     """Every request's trail goes through every state once, in order; the hash chain verifies."""
     from factory.audit import verify_chain
-    from factory.ledger import audit_events, requests
+    from factory.tables import audit_events, requests
 
     path = [state.value for state in PATH]
     problems = []

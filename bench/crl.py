@@ -28,7 +28,8 @@ from sqlalchemy import insert  # noqa: E402
 
 from factory import revocation  # noqa: E402
 from factory.ca import new_serial  # noqa: E402
-from factory.ledger import Ledger, certificates  # noqa: E402
+from factory.ledger import Ledger  # noqa: E402
+from factory.tables import certificates  # noqa: E402
 from tests.softca import SoftCA  # noqa: E402
 
 

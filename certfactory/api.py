@@ -37,7 +37,8 @@ from certfactory.settings import Settings
 from factory import access, revocation
 from factory.access import Principal
 from factory.errors import CertFactoryError, ConfigurationError, NotFound, StateConflict, TransientError
-from factory.ledger import Ledger, batches
+from factory.ledger import Ledger
+from factory.tables import batches
 from schemas import api as m
 from schemas.status import Rejection, RequestState
 

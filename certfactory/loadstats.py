@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from factory.ledger import Ledger, audit_events
+from factory.ledger import Ledger
+from factory.tables import audit_events
 
 # The path a request takes, with the stage that makes each transition.
 TRANSITIONS: tuple[tuple[str, str, str], ...] = (

@@ -19,7 +19,8 @@ from sqlalchemy import Column, DateTime, Engine, String, Table, insert, select, 
 
 from factory.agencies import fingerprint, list_agencies
 from factory.errors import PermanentError
-from factory.ledger import Ledger, metadata
+from factory.ledger import Ledger
+from factory.tables import metadata
 
 api_keys = Table(
     "api_keys", metadata,

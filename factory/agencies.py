@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Column, DateTime, Engine, String, Table, Text, insert, select, update
 
-from factory.ledger import Ledger, append_audit, metadata, utcnow
+from factory.ledger import Ledger, append_audit, utcnow
 from factory.spreadsheets import Columns, read_table
+from factory.tables import metadata
 from schemas.status import Rejection
 
 agencies = Table(

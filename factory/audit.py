@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from factory.ledger import GENESIS_HASH, Ledger, audit_events, audit_hash, audit_head
+from factory.ledger import GENESIS_HASH, Ledger, audit_hash
+from factory.tables import audit_events, audit_head
 
 
 @dataclass(frozen=True)

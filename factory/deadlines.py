@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 
 from factory.calendar import WorkingCalendar
-from factory.ledger import Ledger, requests
+from factory.ledger import Ledger
+from factory.tables import requests
 from schemas.status import RequestState as S
 
 OWED_BY: dict[str, tuple[Any, tuple[S, ...]]] = {

@@ -23,8 +23,9 @@ from typing import IO, Any
 
 from sqlalchemy import insert, or_, select, update
 
-from factory.ledger import Ledger, append_audit, batches, requests
+from factory.ledger import Ledger, append_audit
 from factory.spreadsheets import BatchFileError, read_table
+from factory.tables import batches, requests
 from factory.validation import canonical_name, normalise_name, normalise_phone, parse_row, validate_record
 from schemas import RequestRecord, Role
 from schemas.status import Rejection, RequestState

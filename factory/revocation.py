@@ -27,7 +27,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from factory.errors import PermanentError, PolicyError, StateConflict
-from factory.ledger import Ledger, certificates, metadata, requests
+from factory.ledger import Ledger
+from factory.tables import certificates, metadata, requests
 from schemas.status import RequestState as S
 
 revocations = Table(

@@ -33,7 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from factory.calendar import DEFAULT_TIMEZONE, WorkingCalendar
 from factory.deadlines import standings
 from factory.errors import CertFactoryError
-from factory.ledger import Ledger, certificates, requests
+from factory.ledger import Ledger
+from factory.tables import certificates, requests
 from monitoring.metrics import KEY_TYPES, STAGES
 from schemas.status import RequestState as S
 

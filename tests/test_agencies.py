@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from factory.agencies import FIELDS, fingerprint, get_agency, import_agencies, list_agencies
 from factory.audit import verify_chain
-from factory.ledger import Ledger, audit_events
+from factory.ledger import Ledger
+from factory.tables import audit_events
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 

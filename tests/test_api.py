@@ -27,9 +27,10 @@ from certfactory.ratelimit import RateLimits
 from certfactory.settings import Settings
 from factory import access, ceremony
 from factory.endorsement import sign_detached
-from factory.ledger import Ledger, audit_events, batches
+from factory.ledger import Ledger
 from factory.publication import Repository
 from factory.synthetic import generate_requests
+from factory.tables import audit_events, batches
 from schemas.status import RequestState as S
 from tests.softca import SoftCA, advance, certificate, file_batch, full_name, issue, publish_index
 

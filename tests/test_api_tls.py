@@ -22,7 +22,7 @@ from certfactory import wiring
 from certfactory.demo_agency import register_demo_agency
 from certfactory.embedded import free_port
 from certfactory.settings import Settings
-from factory.ledger import audit_events
+from factory.tables import audit_events
 from tests.conftest import certfactory_env
 from tests.softca import file_batch
 

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from factory.audit import verify_chain
-from factory.ledger import Ledger, audit_events
+from factory.ledger import Ledger
+from factory.tables import audit_events
 from schemas.status import RequestState
 
 

@@ -20,8 +20,9 @@ import redis
 from certfactory.demo_agency import submit_endorsed
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.settings import Settings
-from factory.ledger import Ledger, audit_events, devices
+from factory.ledger import Ledger
 from factory.synthetic import generate_requests
+from factory.tables import audit_events, devices
 from tests.conftest import ROOT, run_cli
 from tests.test_exactly_once import _wait_for
 

@@ -16,8 +16,9 @@ import redis
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.messaging import actors_for
 from certfactory.settings import Settings
-from factory.ledger import Ledger, audit_events, certificates, devices
+from factory.ledger import Ledger
 from factory.synthetic import generate_requests
+from factory.tables import audit_events, certificates, devices
 from tests.agency import endorsed
 from tests.conftest import run_cli
 

@@ -234,7 +234,7 @@ def test_the_demo_agency_is_registered_once_and_signs_what_it_submits(tmp_path: 
     from certfactory.demo_agency import submit_endorsed
     from certfactory.settings import Settings
     from factory.agencies import list_agencies
-    from factory.ledger import audit_events
+    from factory.tables import audit_events
 
     settings = Settings(home=tmp_path / "var")
     ledger = Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}")

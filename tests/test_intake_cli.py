@@ -15,9 +15,10 @@ from openpyxl import Workbook, load_workbook
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.settings import Settings
 from factory.endorsement import sign_detached
-from factory.ledger import Ledger, batches, certificates, devices, requests
+from factory.ledger import Ledger
 from factory.spreadsheets import LABELS
 from factory.synthetic import generate_requests
+from factory.tables import batches, certificates, devices, requests
 from tests.agency import endorsed, make_head, register
 from tests.conftest import run_cli
 from tests.test_exactly_once import _wait_for

@@ -30,7 +30,8 @@ from sqlalchemy import insert, update
 
 from certfactory.embedded import RedisServer, free_port
 from factory.errors import ConfigurationError
-from factory.ledger import Ledger, certificates, requests
+from factory.ledger import Ledger
+from factory.tables import certificates, requests
 from monitoring import exporter, metrics
 from monitoring.http import MultiProcessFiles, metrics_registry, redis_following, serve_metrics
 from workers import broker as broker_module

@@ -11,8 +11,9 @@ import redis
 
 from certfactory.embedded import RedisServer, WorkerPools
 from certfactory.settings import Settings
-from factory.ledger import Ledger, certificates
+from factory.ledger import Ledger
 from factory.synthetic import generate_requests
+from factory.tables import certificates
 from schemas.status import RequestState
 from tests.agency import endorsed
 from tests.conftest import run_cli
