@@ -76,11 +76,10 @@ def status_view(report: dict[str, Any]) -> Group:
 
 def watch(read: Callable[[], dict[str, Any]], interval: float) -> None:
     """Redraws ``read()`` every ``interval`` seconds until Ctrl-C."""
-    console = Console()
-    with Live(status_view(read()), console=console, auto_refresh=False) as live:
-        try:
+    try:  # Ctrl-C is how the user ends it, even before the first view is drawn
+        with Live(status_view(read()), console=Console(), auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
                 live.update(status_view(read()), refresh=True)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
