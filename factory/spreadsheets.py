@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-from openpyxl.xml.constants import SHARED_STRINGS
-from openpyxl.reader.excel import ExcelReader
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
-from openpyxl.xml.functions import iterparse
 
+from factory import xlsx
 from factory.errors import PermanentError
 from factory.validation import LETTERS
 from schemas import KeyType, RequestRecord, Role
@@ -163,51 +161,25 @@ def _records(name: str, rows: Iterable[tuple[int, tuple[object, ...]]], columns:
         raise HeaderError(name, "no header row found", [labels[0] for labels in columns.labels.values()])
 
 
-_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-
-
-class _Reader(ExcelReader):
-    """openpyxl's reader with a leaner shared-strings table: Excel keeps every distinct text
-    there (names, e-mails, IDs: about five per row), and openpyxl builds a descriptor object
-    per entry, a third of the reading time of an Excel-saved batch. Same content: the plain
-    text or the runs' texts, phonetic hints left out, ``_x005F_`` escapes undone."""
-
-    def read_strings(self) -> None:
-        part = self.package.find(SHARED_STRINGS)
-        if part is None:
-            return
-        strings: list[str] = []
-        with self.archive.open(part.PartName[1:]) as source:
-            for _, node in iterparse(source):
-                if node.tag == f"{_MAIN}si":
-                    plain = node.find(f"{_MAIN}t")
-                    texts = [plain] if plain is not None else node.findall(f"{_MAIN}r/{_MAIN}t")
-                    strings.append("".join(t.text or "" for t in texts).replace("x005F_", ""))
-                    node.clear()
-        self.shared_strings = strings
-
-
 def _sheet_rows(path: Path) -> Iterator[tuple[int, tuple[object, ...]]]:
-    """(row number, cell values) of the first sheet; any openpyxl failure is the file's."""
+    """(row number, cell values) of the first sheet; any failure to read it is the file's."""
     # On a damaged file openpyxl raises almost anything (zip, XML, KeyError, TypeError…);
     # the file is at fault and no retry can help, so each becomes one BatchFileError.
-    number, workbook = 0, None
+    number, reader = 0, None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no default style", unsupported extensions: harmless
-            reader = _Reader(path, read_only=True, data_only=True)
+            reader = xlsx.LeanReader(path, read_only=True, data_only=True)
             reader.read()
-            workbook = reader.wb
-        sheet = workbook.worksheets[0]
-        sheet.reset_dimensions()  # some writers record a wrong used range: read what is there
-        for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1):
-            yield number, tuple(cells)
-    except Exception as error:  # see above; only openpyxl runs in this block
+        with reader.archive.open(reader.first_sheet) as source:
+            for number, cells in xlsx.sheet_rows(reader, source):
+                yield number, cells
+    except Exception as error:  # see above; only the workbook's reading runs in this block
         raise BatchFileError(f"{path.name}: not a readable .xlsx workbook (at row {number + 1}: "
                              f"{type(error).__name__}) / Tệp .xlsx hỏng, không đọc được") from None
     finally:
-        if workbook is not None:
-            workbook.close()
+        if reader is not None:
+            reader.archive.close()
 
 
 def read_xlsx(path: Path, columns: Columns = REQUEST_COLUMNS) -> Iterator[Row]:

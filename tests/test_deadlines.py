@@ -76,7 +76,9 @@ def test_status_watch_redraws_until_ctrl_c(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", "import certfactory.cli"], check=True)
     child = subprocess.Popen([sys.executable, "-m", "certfactory.cli", "status", "--watch", "--interval", "0.2"],
                              env={**certfactory_env(tmp_path / "var"), "COLUMNS": "120"}, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # a background job of a shell (nohup, `make test &`) ignores SIGINT; a terminal does not
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(5)
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=30)

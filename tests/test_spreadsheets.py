@@ -281,7 +281,7 @@ def test_shared_strings_read_as_openpyxl_reads_them(tmp_path: Path) -> None:
 
     from openpyxl.reader.excel import ExcelReader
 
-    from factory.spreadsheets import _Reader
+    from factory.xlsx import LeanReader
 
     main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
     entries = ["<si><t>Nguyễn Văn An</t></si>", "<si><r><t>Trần </t></r><r><rPr><b/></rPr><t>Thị Thủy</t></r>"
@@ -293,9 +293,61 @@ def test_shared_strings_read_as_openpyxl_reads_them(tmp_path: Path) -> None:
                          'openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>')
         package.writestr("xl/sharedStrings.xml", f'<sst xmlns="{main}">{"".join(entries)}</sst>')
     found = []
-    for reader in (ExcelReader(tmp_path / "strings.xlsx", read_only=True), _Reader(tmp_path / "strings.xlsx",
+    for reader in (ExcelReader(tmp_path / "strings.xlsx", read_only=True), LeanReader(tmp_path / "strings.xlsx",
                                                                                     read_only=True)):
         reader.read_manifest()
         reader.read_strings()
         found.append(list(reader.shared_strings))
     assert found[1] == found[0] == ["Nguyễn Văn An", "Trần Thị Thủy", "a_x000D_b", "", " khoảng trắng "]
+
+
+def _openpyxl_rows(path: Path) -> dict[int, tuple[object, ...]]:
+    workbook = load_workbook(path, read_only=True, data_only=True)
+    sheet = workbook.worksheets[0]
+    sheet.reset_dimensions()
+    rows = {number: _trimmed(cells) for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1)}
+    workbook.close()
+    return {number: cells for number, cells in rows.items() if cells}
+
+
+def _trimmed(cells: tuple[object, ...]) -> tuple[object, ...]:
+    values = list(cells)
+    while values and values[-1] is None:
+        values.pop()
+    return tuple(values)
+
+
+def _lean_rows(path: Path) -> dict[int, tuple[object, ...]]:
+    from factory.xlsx import LeanReader, sheet_rows
+
+    reader = LeanReader(path, read_only=True, data_only=True)
+    reader.read()
+    with reader.archive.open(reader.first_sheet) as source:
+        rows = {number: _trimmed(cells) for number, cells in sheet_rows(reader, source)}
+    reader.archive.close()
+    return {number: cells for number, cells in rows.items() if cells}
+
+
+def test_the_lean_row_reader_reads_what_openpyxl_reads(tmp_path: Path) -> None:
+    """Every kind of cell an agency's sheet holds, as Excel saves it (shared strings) and
+    as openpyxl writes it (inline strings): dates, times, numbers, booleans, formulas,
+    gaps between cells and between rows."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from validate_rows import write_excel_like, write_openpyxl
+
+    write_excel_like(tmp_path / "excel.xlsx", 300)
+    write_openpyxl(tmp_path / "openpyxl.xlsx", 300)
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["Họ và tên", "Ngày sinh", "Số", "Thực", "Đúng", "Công thức", None, "Giờ"])
+    sheet.append(["Nguyễn Thị Thủy", dt.date(1980, 2, 29), 12, 1.5, True, "=1+1", None, dt.datetime(2026, 2, 13, 10)])
+    sheet.append([])
+    sheet.append([None, None, "079123456789", 1e20, False, None, "lạc cột", dt.time(18, 30)])
+    sheet.cell(row=9, column=12, value="xa")
+    workbook.save(tmp_path / "kinds.xlsx")
+    for name in ("excel.xlsx", "openpyxl.xlsx", "kinds.xlsx"):
+        expected = _openpyxl_rows(tmp_path / name)
+        assert len(expected) > 2
+        assert _lean_rows(tmp_path / name) == expected, name
