@@ -171,9 +171,8 @@ def _sheet_rows(path: Path) -> Iterator[tuple[int, tuple[object, ...]]]:
             warnings.simplefilter("ignore")  # "no default style", unsupported extensions: harmless
             reader = xlsx.LeanReader(path, read_only=True, data_only=True)
             reader.read()
-        with reader.archive.open(reader.first_sheet) as source:
-            for number, cells in xlsx.sheet_rows(reader, source):
-                yield number, cells
+        for number, cells in xlsx.sheet_rows(reader):
+            yield number, cells
     except Exception as error:  # see above; only the workbook's reading runs in this block
         raise BatchFileError(f"{path.name}: not a readable .xlsx workbook (at row {number + 1}: "
                              f"{type(error).__name__}) / Tệp .xlsx hỏng, không đọc được") from None

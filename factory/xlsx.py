@@ -78,8 +78,8 @@ class _Sheet:
     def __init__(self, reader: LeanReader) -> None:
         workbook = reader.wb
         self.strings: list[str] = reader.shared_strings
-        self.dates: set[int] = set(getattr(workbook, "_date_formats", ()))
-        self.durations: set[int] = set(getattr(workbook, "_timedelta_formats", ()))
+        self.dates: set[int] = set(workbook._date_formats)  # style ids, set by apply_stylesheet
+        self.durations: set[int] = set(workbook._timedelta_formats)
         self.epoch = workbook.epoch
         self.columns: dict[str, int] = {}
 
@@ -115,10 +115,15 @@ class _Sheet:
         return text  # "str" (a formula's text), "e" (an error such as #N/A)
 
 
-def sheet_rows(reader: LeanReader, source: IO[bytes]) -> Iterator[tuple[int, tuple[object, ...]]]:
-    """(row number as Excel shows it, cell values from column A) of each row the sheet
-    stores; ``reader`` has read the workbook, ``source`` is the sheet's XML part."""
+def sheet_rows(reader: LeanReader) -> Iterator[tuple[int, tuple[object, ...]]]:
+    """(row number as Excel shows it, cell values from column A) of each row the first
+    sheet stores; ``reader`` has read the workbook."""
     sheet = _Sheet(reader)
+    with reader.archive.open(reader.first_sheet) as source:
+        yield from _rows(sheet, source)
+
+
+def _rows(sheet: _Sheet, source: IO[bytes]) -> Iterator[tuple[int, tuple[object, ...]]]:
     number = 0
     for _, node in iterparse(source):
         if node.tag != _ROW:

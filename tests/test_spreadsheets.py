@@ -322,8 +322,7 @@ def _lean_rows(path: Path) -> dict[int, tuple[object, ...]]:
 
     reader = LeanReader(path, read_only=True, data_only=True)
     reader.read()
-    with reader.archive.open(reader.first_sheet) as source:
-        rows = {number: _trimmed(cells) for number, cells in sheet_rows(reader, source)}
+    rows = {number: _trimmed(cells) for number, cells in sheet_rows(reader)}
     reader.archive.close()
     return {number: cells for number, cells in rows.items() if cells}
 
