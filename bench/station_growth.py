@@ -50,7 +50,8 @@ def run(devices: int, key_type: str, ports: int, keep: bool, home: Path) -> dict
         started = time.perf_counter()
         station.personalise(serial)
         key_started = time.perf_counter()
-        station.generate_key(serial, key_type, tokens.key_id_for(f"bench-{index}"), f"cf-bench-{index}")
+        station.generate_key(serial, key_type, tokens.key_id_for(f"bench-{index}"), f"cf-bench-{index}",
+                             lambda public: b"bench")
         keygen.append(time.perf_counter() - key_started)
         if not keep:
             station.eject(serial, token_dir)

@@ -3,10 +3,11 @@ cores, and how close the one comes to the other.
 
 The run, in a fresh home (a temporary one unless ``--home``):
 
-1. ``init``, a private redis-server, the worker pools as the demo starts them (station
-   pool: key generation on P processes and packaging on P more, one token thread each;
-   CA signer ×1; general ×1 with T threads),
-   each worker also loading ``certfactory.loadprobe``.
+1. ``init``, blank devices onto the station's shelf (``Station.stock_blank``: before the
+   timing, as the ceiling's blank devices are), a private redis-server, the worker pools
+   as the demo starts them (station pool: key generation on P processes and packaging on
+   P more, one token thread each; CA signer ×1; general ×1 with T threads), each worker
+   also loading ``certfactory.loadprobe``.
 2. Once every worker process has heartbeated, a warm-up batch (3 requests per station
    process, another agency) goes through: workers build their Issuance, load PKCS#11,
    log in to the CA token and plug in blank devices on their first message, once per
@@ -64,6 +65,7 @@ WARM_UP_AGENCY = "LOADTEST-WARMUP"  # its own agency: request refs restart at HS
 WARM_UP_PER_PROCESS = 3
 STALL_SECONDS = 180.0
 POLL_SECONDS = 0.05
+COUNT_SECONDS = 0.5
 FINAL = (S.published, S.rejected, S.failed, S.revoked)
 
 
@@ -118,10 +120,15 @@ def _drive(settings: Settings, ledger: Ledger, batch_id: str, total: int, pools:
                TextColumn("{task.fields[states]}"))
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"{title} (published)", total=total, states="")
+        counted = 0.0
         while True:
             for request_id in ledger.request_ids(batch_id=batch_id, state=S.awaiting_activation):
                 if issuance.activate(request_id):
                     actors.publish.send(request_id)
+            if time.monotonic() - counted < COUNT_SECONDS:  # counting the batch costs more than the poll
+                time.sleep(POLL_SECONDS)
+                continue
+            counted = time.monotonic()
             counts = ledger.state_counts(batch_id)
             shown = " ".join(f"{s.value}={n}" for s, n in counts.items() if n and s not in FINAL)
             progress.update(task, completed=sum(counts[s] for s in FINAL), states=shown)
@@ -135,6 +142,16 @@ def _drive(settings: Settings, ledger: Ledger, batch_id: str, total: int, pools:
     issuance.ledger.close()
 
 
+def _stock_station(settings: Settings, count: int, console: Console) -> None:
+    """Blank devices onto the station's shelf before the timing, as the ceiling makes its
+    blank devices before its timing: a station is stocked from the vendor's shipment, and
+    making SoftHSM2 tokens stands in for manufacturing, which is no part of issuance."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("blank devices onto the shelf", total=count)
+        wiring.station(settings).stock_blank(count, lambda made: progress.update(task, completed=made))
+
+
 def run_loadtest(count: int, key_type: str, processes: int, threads: int | None = None, home: Path | None = None,
                  keygen_delay: float = 0.0, sign_delay: float = 0.0, console: Console | None = None,
                  ceiling_count: int | None = None) -> dict[str, Any]:
@@ -146,6 +163,8 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
     if (layout.root / "ledger.sqlite").exists() and settings.database_url is None:
         raise ConfigurationError(f"{layout.root} already holds a ledger: a load test needs a fresh --home")
     wiring.initialise(settings)
+    _stock_station(settings, count + (WARM_UP_PER_PROCESS + settings.station_ports) * settings.station_processes,
+                   console)
     server = embedded.RedisServer(layout.run / "redis").start()
     run_settings = settings.model_copy(update={"redis_url": server.url})
     probe_dir = layout.run / "probe"

@@ -16,10 +16,11 @@ import secrets
 import shutil
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pkcs11.exceptions as p11
 
@@ -57,6 +58,9 @@ class Station:
         self.simulated_keygen_seconds = simulated_keygen_seconds
         # devices this process personalised: its view of them is current (see refresh)
         self._personalised_here: set[str] = set()
+        # serial → token as this process last read the slots: listing every slot costs
+        # a call per token, three times per device; forgotten whenever the slots are re-read
+        self._tokens: dict[str, Any] = {}
         self.root = home / "station" / name
         self.tokendir = self.root / "tokens"
         self.config = self.root / "softhsm2.conf"
@@ -106,13 +110,58 @@ class Station:
         reads, then move each finished one into the station's: a process re-reading the
         slots must never meet a half-written token (two of them make SoftHSM2 abort on a
         duplicate slot id). Under the provisioning lock."""
+        count -= self._take_from_stock(count)
         staging = self.root / "incoming"
         shutil.rmtree(staging, ignore_errors=True)  # a crash's leftovers, never seen by the station
-        if count:
+        if count > 0:
             config = softhsm.write_config(staging / "softhsm2.conf", staging / "tokens")
             softhsm.init_tokens(config, count, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
             for name in softhsm.token_directories(staging / "tokens").values():
                 os.rename(staging / "tokens" / name, self.tokendir / name)
+
+    # -- the shelf of blank devices -----------------------------------------------------------
+
+    @property
+    def stock(self) -> Path:
+        """The shelf: blank devices delivered to the station and not plugged in yet. No
+        station process reads it, so filling it never disturbs the slots."""
+        return self.root / "stock"
+
+    def stock_blank(self, count: int, progress: Callable[[int], None] | None = None) -> int:
+        """Put ``count`` blank devices on the shelf (a vendor's shipment arriving): made in a
+        staging folder of this call's own, each moved onto the shelf whole. Provisioning
+        then plugs devices in from the shelf, a rename each, before making any itself."""
+        staging = self.root / f"stock-incoming-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        config = softhsm.write_config(staging / "softhsm2.conf", staging / "tokens")
+        self.stock.mkdir(parents=True, exist_ok=True)
+        made = 0
+        while made < count:
+            softhsm.init_tokens(config, min(16, count - made), "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
+            for name in softhsm.token_directories(staging / "tokens").values():
+                os.rename(staging / "tokens" / name, self.stock / name)
+                made += 1
+            if progress:
+                progress(made)
+        shutil.rmtree(staging, ignore_errors=True)
+        return made
+
+    def stocked(self) -> int:
+        """Blank devices on the shelf."""
+        return len(softhsm.token_directories(self.stock))
+
+    def _take_from_stock(self, count: int) -> int:
+        """Plug up to ``count`` devices in from the shelf (under the provisioning lock)."""
+        taken = 0
+        if count > 0 and self.stock.is_dir():
+            with os.scandir(self.stock) as entries:  # the shelf can hold thousands: take the first few
+                for entry in entries:
+                    if entry.is_dir() and entry.name.count("-") == 4:
+                        os.rename(entry.path, self.tokendir / entry.name)
+                        taken += 1
+                        if taken == count:
+                            break
+        return taken
 
     def refresh(self) -> None:
         """Re-read the station's slots. SoftHSM2 keeps each process's view of a token as it
@@ -120,7 +169,19 @@ class Station:
         process may have personalised or ejected a device since: a stage that touches a
         device another process may have changed starts here."""
         with self._lock(self.SLOTS_LOCK):
+            self._tokens.clear()
             tokens.reinitialize(self.module)
+
+    def _token(self, serial: str) -> Any:
+        """The device's token as this process sees it (re-reading the slots once if unseen)."""
+        if serial not in self._tokens:
+            self._tokens.update(tokens.tokens_by_serial(self.module))  # one pass reads every slot
+        if serial not in self._tokens:
+            self.refresh()
+            self._tokens.update(tokens.tokens_by_serial(self.module))
+        if serial not in self._tokens:
+            raise TokenError(f"token {serial} is not present")
+        return self._tokens[serial]
 
     def refresh_unless_personalised_here(self, serial: str) -> None:
         """Re-read the slots unless this process personalised the device itself (then it
@@ -132,7 +193,7 @@ class Station:
         """Whether the station sees the device: a USB token can be pulled out, and one whose
         PIN change a crash cut short may no longer be readable."""
         try:
-            tokens.find_token(self.module, serial=serial, refresh=self.refresh)
+            self._token(serial)
         except TokenError:
             return False
         return True
@@ -172,7 +233,7 @@ class Station:
         if envelope is None:
             envelope = PinEnvelope(serial=serial, user_pin=_new_pin(8), so_pin=_new_pin(16))
             self._write_envelope(envelope)
-        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
+        token = self._token(serial)
         with self._lock(self.SLOTS_LOCK, fcntl.LOCK_SH), tokens.token_lock:  # flock first, as in refresh
             # A device whose envelope was just written still has its transport PIN.
             so_pin = TRANSPORT_SO_PIN if fresh else self._so_login_pin(token, envelope)
@@ -198,31 +259,28 @@ class Station:
                 tokens.raise_token_error(error, f"opening device {envelope.serial} as SO")
         raise PermanentError(f"device {envelope.serial}: neither its envelope's nor the transport SO PIN opens it")
 
-    def generate_key(self, serial: str, key_type: str, key_id: bytes, label: str) -> bytes:
-        """The device's key pair (SubjectPublicKeyInfo DER): the one already made for this
-        key id, or a new one generated on the device."""
+    def generate_key(self, serial: str, key_type: str, key_id: bytes, label: str,
+                     statement: Callable[[bytes], bytes]) -> tuple[bytes, bytes]:
+        """The device's key pair of this key id — the one already made, or a new one
+        generated on the device — and its proof of possession: ``statement(public key)``
+        signed with it (``factory.possession``), in the same session. Returns
+        (SubjectPublicKeyInfo DER, proof)."""
         envelope = self._envelope_or_fail(serial)
-        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
-        with tokens.user_session(token, envelope.user_pin) as session:
-            existing = tokens.find_private_key(session, key_id=key_id)
-            if existing is not None:
-                return tokens.public_key_der(session, existing)
-            tokens.destroy_public_keys(session, key_id)  # half a pair, from a crash mid-generation
-            public_der = tokens.generate_keypair(session, key_type, key_id, label)
-        if self.simulated_keygen_seconds:
-            time.sleep(self.simulated_keygen_seconds)
-        return public_der
-
-    def prove_possession(self, serial: str, key_id: bytes, data: bytes) -> bytes:
-        """Sign ``data`` with the device's key pair of this key id (``factory.possession``)."""
-        envelope = self._envelope_or_fail(serial)
-        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
+        token = self._token(serial)
         with tokens.user_session(token, envelope.user_pin) as session:
             private = tokens.find_private_key(session, key_id=key_id)
-            if private is None:  # it was made a moment ago: the device was pulled out since
-                raise TokenError(f"device {serial} lost the key pair just generated on it: pulled out?")
-            key = tokens.token_private_key(session, private, tokens.public_key_der(session, private))
-            return possession.prove(key, data)
+            if private is None:
+                tokens.destroy_public_keys(session, key_id)  # half a pair, from a crash mid-generation
+                public_der = tokens.generate_keypair(session, key_type, key_id, label)
+                if self.simulated_keygen_seconds:
+                    time.sleep(self.simulated_keygen_seconds)
+                private = tokens.find_private_key(session, key_id=key_id)
+                if private is None:  # made a moment ago: the device was pulled out since
+                    raise TokenError(f"device {serial} lost the key pair just generated on it: pulled out?")
+            else:
+                public_der = tokens.public_key_der(session, private)
+            key = tokens.token_private_key(session, private, public_der)
+            return public_der, possession.prove(key, statement(public_der))
 
     def _envelope_or_fail(self, serial: str) -> PinEnvelope:
         envelope = self.read_envelope(serial)
@@ -238,7 +296,7 @@ class Station:
         device, after checking the certificate's public key (SubjectPublicKeyInfo DER, the
         third item) is the one of the device's key pair."""
         envelope = self._envelope_or_fail(serial)
-        token = tokens.find_token(self.module, serial=serial, refresh=self.refresh)
+        token = self._token(serial)
         with tokens.user_session(token, envelope.user_pin) as session:
             der, subject, public_der = certificate
             private = tokens.find_private_key(session, key_id=key_id)
@@ -271,6 +329,7 @@ class Station:
         softhsm.write_config(target / "softhsm2.conf", target / "tokens")
         os.chmod(target, 0o700)
         self._personalised_here.discard(serial)
+        self._tokens.pop(serial, None)
         return target
 
     def write_manifest(self, serial: str, manifest: dict[str, object]) -> Path:

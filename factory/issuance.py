@@ -147,10 +147,11 @@ class Issuance:
                 self._provision()
         self.station.personalise(device.serial)
         started = time.perf_counter()
-        public_der = self.station.generate_key(device.serial, record.key_type.value, key_id, f"cf-{request_id}")
+        serial = device.serial
+        public_der, proof = self.station.generate_key(
+            serial, record.key_type.value, key_id, f"cf-{request_id}",
+            lambda public: possession.statement(request_id, serial, public))
         self.observe("keygen", record.key_type.value, time.perf_counter() - started)
-        proof = self.station.prove_possession(device.serial, key_id,
-                                              possession.statement(request_id, device.serial, public_der))
         with self.ledger.transaction() as connection:
             self.ledger.transition(request_id, S.validated, S.key_generated, connection=connection,
                                    detail={"device": device.serial, "key_type": record.key_type.value,

@@ -101,6 +101,15 @@ def _matching_tokens(module: str, serial: str | None, label: str | None) -> list
     return found
 
 
+def tokens_by_serial(module: str) -> dict[str, pkcs11.Token]:
+    """Every token present, by serial, in one pass over the slots."""
+    with token_lock:
+        try:
+            return {token.serial.decode().strip(): token for token in _matching_tokens(module, None, None)}
+        except p11.PKCS11Error as error:
+            raise_token_error(error, f"listing the tokens of {module}")
+
+
 def find_token(module: str, *, serial: str | None = None, label: str | None = None,
                refresh: Callable[[], None] | None = None) -> pkcs11.Token:
     """Exactly one token by serial or label; re-reads the slots once if it is not seen
