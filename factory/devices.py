@@ -56,8 +56,6 @@ class Station:
         self.ports = ports
         # a slow device (a USB token takes seconds per RSA key) simulated on SoftHSM2
         self.simulated_keygen_seconds = simulated_keygen_seconds
-        # devices this process personalised: its view of them is current (see refresh)
-        self._personalised_here: set[str] = set()
         # serial → token as this process last read the slots: listing every slot costs
         # a call per token, three times per device; forgotten whenever the slots are re-read
         self._tokens: dict[str, Any] = {}
@@ -170,6 +168,7 @@ class Station:
         device another process may have changed starts here."""
         with self._lock(self.SLOTS_LOCK):
             self._tokens.clear()
+            os.environ["SOFTHSM2_CONF"] = str(self.config)  # back from a packaged device's (_packaged_token)
             tokens.reinitialize(self.module)
 
     def _token(self, serial: str) -> Any:
@@ -182,12 +181,6 @@ class Station:
         if serial not in self._tokens:
             raise TokenError(f"token {serial} is not present")
         return self._tokens[serial]
-
-    def refresh_unless_personalised_here(self, serial: str) -> None:
-        """Re-read the slots unless this process personalised the device itself (then it
-        saw every change: the common case is one reinitialisation saved per device)."""
-        if serial not in self._personalised_here:
-            self.refresh()
 
     def present(self, serial: str) -> bool:
         """Whether the station sees the device: a USB token can be pulled out, and one whose
@@ -244,7 +237,6 @@ class Station:
                     session.init_pin(envelope.user_pin)
             except p11.PKCS11Error as error:
                 tokens.raise_token_error(error, f"personalising device {serial}")
-        self._personalised_here.add(serial)
         return envelope
 
     @staticmethod
@@ -294,9 +286,10 @@ class Station:
                            chain: list[tuple[bytes, bytes, str]]) -> None:
         """Write the subscriber certificate (DER, subject DER) and the CA chain onto the
         device, after checking the certificate's public key (SubjectPublicKeyInfo DER, the
-        third item) is the one of the device's key pair."""
+        third item) is the one of the device's key pair. The device is packaged (ejected)
+        already: it is opened where it is handed over (``_packaged_token``)."""
         envelope = self._envelope_or_fail(serial)
-        token = self._token(serial)
+        token = self._packaged_token(serial)
         with tokens.user_session(token, envelope.user_pin) as session:
             der, subject, public_der = certificate
             private = tokens.find_private_key(session, key_id=key_id)
@@ -306,13 +299,24 @@ class Station:
             for ca_der, ca_subject, ca_label in chain:
                 tokens.store_certificate(session, ca_der, key_id=ca_label.encode(), label=ca_label, subject=ca_subject)
 
+    def _packaged_token(self, serial: str) -> Any:
+        """A packaged device, seen alone: this process's module re-read with the device's
+        own softhsm2.conf. SoftHSM2 shows a process another process's changes to a token
+        (its PINs, set at personalisation) only after re-reading the slots, and re-reading
+        the station's costs a read of every token there; the device's folder holds one."""
+        config = self.device_dir(serial) / "softhsm2.conf"
+        with tokens.token_lock:
+            self._tokens.clear()
+            os.environ["SOFTHSM2_CONF"] = str(config)  # SoftHSM2 reads it at every C_Initialize
+            tokens.reinitialize(self.module)
+            found = tokens.tokens_by_serial(self.module)
+        if serial not in found:
+            raise TokenError(f"device {serial} is not in {config.parent}")
+        return found[serial]
+
     def device_dir(self, serial: str) -> Path:
         """Where a packaged device lives."""
         return self.devices_root / serial
-
-    def ejected(self, serial: str, token_dir: str) -> bool:
-        """Whether the device's token has already moved off the station."""
-        return (self.device_dir(serial) / "tokens" / token_dir).exists() and not (self.tokendir / token_dir).exists()
 
     def eject(self, serial: str, token_dir: str) -> Path:
         """Take the device off the station: its token moves to devices/<serial>/ with a
@@ -328,7 +332,6 @@ class Station:
             raise PermanentError(f"device {serial} is neither on station {self.name} nor packaged")
         softhsm.write_config(target / "softhsm2.conf", target / "tokens")
         os.chmod(target, 0o700)
-        self._personalised_here.discard(serial)
         self._tokens.pop(serial, None)
         return target
 

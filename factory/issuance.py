@@ -223,16 +223,15 @@ class Issuance:
         certificate = x509.load_der_x509_certificate(certificate_row.der)
         key_id = tokens.key_id_for(request_id)
         if device.state == "personalised":
-            # ejected already: a crash came after the certificates were written and the token moved
-            if not self.station.ejected(device.serial, device.token_dir):
-                self.station.refresh_unless_personalised_here(device.serial)
-                chain = [(c.public_bytes(Encoding.DER), c.subject.public_bytes(), label)
-                         for c, label in ((self.chain[1], "issuing-ca"), (self.chain[0], "root-ca"))]
-                public_der = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-                self.station.write_certificates(device.serial, key_id, f"cf-{request_id}",
-                                                (certificate_row.der, certificate.subject.public_bytes(), public_der),
-                                                chain)
+            # Off the station first, then the certificates onto it where it is handed over:
+            # both steps are safe to repeat, so a crash between them is finished by a retry.
             self.station.eject(device.serial, device.token_dir)
+            chain = [(c.public_bytes(Encoding.DER), c.subject.public_bytes(), label)
+                     for c, label in ((self.chain[1], "issuing-ca"), (self.chain[0], "root-ca"))]
+            public_der = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            self.station.write_certificates(device.serial, key_id, f"cf-{request_id}",
+                                            (certificate_row.der, certificate.subject.public_bytes(), public_der),
+                                            chain)
             request = self.ledger.get_request(request_id)
             assert request is not None
             self.station.write_manifest(device.serial, {
