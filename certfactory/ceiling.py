@@ -93,7 +93,7 @@ def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_dela
     keygen: list[float] = []
     build: list[float] = []
     sign: list[float] = []
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     last_report = 0.0
     for done, device in enumerate(devices[WARM_UP:WARM_UP + count], start=1):
         durations = _iterate(device, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
@@ -102,8 +102,8 @@ def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_dela
         if time.monotonic() - last_report > 0.25 or done == count:
             progress.write_text(str(done))
             last_report = time.monotonic()
-    return {"iterations": count, "started": started, "ended": time.time(), "keygen": keygen, "build": build,
-            "sign": sign}
+    return {"iterations": count, "started": started, "ended": time.time(), "cpu": time.process_time() - cpu,
+            "keygen": keygen, "build": build, "sign": sign}
 
 
 def _prepare(settings: Settings, shares: list[int]) -> Path:
@@ -170,6 +170,7 @@ def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, k
     return {
         "processes": processes, "iterations": count, "per_second": round(sum(rates), 3),
         "wall_seconds": round(max(r["ended"] for r in results) - min(r["started"] for r in results), 3),
+        "processor_ms_per_iteration": round(1000 * sum(r["cpu"] for r in results) / count, 3),
         "method": "each process, per iteration, on the next fresh blank device token (made before the timing): "
                   "open a session and log in, generate the key pair, close; build the certificate; sign it with the "
                   "CA key on the CA token. No queue, no ledger, no PIN setting, no writing to the device. Rate = "

@@ -1,5 +1,5 @@
-"""The host a load test runs on: the memory of the worker processes over the run, and
-the machine itself (cores, load, versions), read from /proc and the installed tools."""
+"""The host a load test runs on: the memory and processor time of the worker processes
+over the run, and the machine itself (cores, load, versions), read from /proc and the installed tools."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ def _status(pid: int) -> dict[str, int]:
     except (OSError, ValueError, IndexError):
         return {}
     return values
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """Clock ticks a process spent on a processor (utime stime cutime cstime: reaped
+    children such as ``softhsm2-util`` included), None when it is gone."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _parents() -> dict[int, int]:
@@ -63,6 +73,9 @@ class MemorySampler:
         self.labels: dict[int, str] = {}
         self.peak_kb: dict[str, int] = {}
         self.series: dict[str, list[tuple[float, float]]] = {}
+        self.ticks: dict[str, int] = {}  # processor ticks of each process at the last sample
+        self.marks: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
 
@@ -74,6 +87,22 @@ class MemorySampler:
 
     def sample(self) -> None:
         """Take one sample of every pool process now."""
+        with self._lock:
+            self._sample()
+
+    def mark(self, name: str) -> None:
+        """Sample now and keep every process's processor ticks under ``name``."""
+        with self._lock:
+            self._sample()
+            self.marks[name] = dict(self.ticks)
+
+    def processor_seconds(self, start: str, end: str) -> dict[str, float]:
+        """Processor seconds each process spent between two marks."""
+        tick = os.sysconf("SC_CLK_TCK")
+        first, last = self.marks.get(start, {}), self.marks.get(end, {})
+        return {label: round((ticks - first.get(label, ticks)) / tick, 2) for label, ticks in sorted(last.items())}
+
+    def _sample(self) -> None:
         now = time.time()
         parents = _parents()
         workers = self.workers()
@@ -87,6 +116,9 @@ class MemorySampler:
                 label = self._label(pool, pid, role)
                 self.peak_kb[label] = max(self.peak_kb.get(label, 0), values.get("VmHWM", values["VmRSS"]))
                 self.series.setdefault(label, []).append((now, values["VmRSS"] / 1024))
+                ticks = _cpu_ticks(pid)
+                if ticks is not None:
+                    self.ticks[label] = ticks
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -140,14 +172,7 @@ def _own_ticks() -> int:
             if ppid == parent and pid not in ours:
                 ours.add(pid)
                 frontier.append(pid)
-    total = 0
-    for pid in ours:
-        try:
-            fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    return sum(_cpu_ticks(pid) or 0 for pid in ours)
 
 
 class CpuMeter:

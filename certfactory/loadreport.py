@@ -79,6 +79,24 @@ def build(count: int, key_type: str, processes: int, submitted: float, requests:
     }
 
 
+def processor_per_certificate(seconds: dict[str, float], agency_seconds: float, published: int,
+                              ceiling: dict[str, Any]) -> dict[str, Any]:
+    """Processor time per published certificate, by pool (its dramatiq processes; ``redis``
+    is the broker, ``agency`` this process), against the ceiling's per iteration: where the
+    pipeline's time goes beyond the token work the ceiling does."""
+    pools: dict[str, float] = {}
+    for label, value in seconds.items():
+        pool = label.split("-", 1)[0]
+        pools[pool] = pools.get(pool, 0.0) + value
+    pools["agency"] = agency_seconds
+    per = {pool: round(1000 * value / published, 2) for pool, value in pools.items()} if published else {}
+    return {"pipeline": per, "pipeline_total": round(sum(per.values()), 2),
+            "ceiling": ceiling.get("processor_ms_per_iteration"),
+            "method": "user + system time of each process (and its reaped children) from submission to the last "
+                      "publication, over published certificates; the ceiling's loop time in its processes over "
+                      "iterations"}
+
+
 def load_adjusted(result: dict[str, Any]) -> float | None:
     """The efficiency had the rest of the machine taken as many cores during the pipeline
     as during the ceiling: each phase's rate scaled by the cores left to it. A rough
@@ -104,6 +122,11 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     peak = result["peak_rss_mb"]
     if peak:
         console.print("peak RSS MB: " + ", ".join(f"{label} {mb}" for label, mb in peak.items()))
+    processor = result.get("processor_ms_per_certificate")
+    if processor and processor.get("pipeline"):
+        console.print(f"processor ms per certificate: pipeline {processor['pipeline_total']} ("
+                      + ", ".join(f"{pool} {ms}" for pool, ms in processor["pipeline"].items())
+                      + f"), ceiling {processor['ceiling']}")
     cpu = result.get("machine", {}).get("cores_busy")
     if cpu:
         console.print("cores busy (this run / everything else): " + "; ".join(

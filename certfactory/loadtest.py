@@ -24,8 +24,11 @@ publications). ``ceiling_per_second`` and ``efficiency`` (their ratio); ``stages
 stage, in ms, p50/p95/p99 of the time between consecutive transitions (ledger), the
 queue wait and the work (probe), see ``certfactory.loadstats``; ``keygen_ms`` /
 ``sign_ms`` in the ceiling and in the pipeline; ``peak_rss_mb`` per pool process and
-``memory`` (RSS over time, growth after warm-up); ``calibration`` for ``certfactory
-plan``; ``throughput`` over time; ``machine`` and ``code`` (commit, modified files).
+``memory`` (RSS over time, growth after warm-up); ``processor_ms_per_certificate``
+(processor time per certificate by pool, broker and agency, against the ceiling's per
+iteration: where the time beyond the token work goes); ``calibration`` for
+``certfactory plan``; ``throughput`` over time; ``machine`` and ``code`` (commit,
+modified files).
 """
 
 from __future__ import annotations
@@ -177,8 +180,9 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
     cpu = host.CpuMeter()
     try:
         _wait_for_workers(server.url, pools, 2 * settings.station_processes + 2)
-        sampler = host.MemorySampler({pool: p.pid for pool, p in pools.processes.items()},
-                                     lambda: loadprobe.worker_pids(probe_dir)).start()
+        assert server.process is not None
+        sampler = host.MemorySampler({**{pool: p.pid for pool, p in pools.processes.items()},
+                                      "redis": server.process.pid}, lambda: loadprobe.worker_pids(probe_dir)).start()
         console.print(f"[bold]load test[/]: {count} × {key_type}, station ×{settings.station_processes} "
                       f"(packaging ×{settings.station_processes}), CA ×1, general ×1; home {layout.root}")
         warm_up = write_batch(layout.root / "warm-up", WARM_UP_PER_PROCESS * settings.station_processes, key_type,
@@ -187,10 +191,14 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
         _drive(run_settings, ledger, warmed["batch_id"], warmed["accepted"], pools, console, "warm-up")
         batch_file = write_batch(layout.root / "batches", count, key_type, seed=count)
         cpu.mark("pipeline")
+        sampler.mark("pipeline")
+        agency_cpu = time.process_time()  # this process: the agency's polling and activations, the sampler
         submitted = time.time()
         report = submit_endorsed(run_settings, ledger, batch_file, AGENCY)
         _drive(run_settings, ledger, report["batch_id"], report["accepted"], pools, console, "pipeline")
         cpu.mark("pipeline done")
+        sampler.mark("pipeline done")
+        agency_cpu = time.process_time() - agency_cpu
         sampler.stop()
     finally:
         if sampler is not None:
@@ -209,6 +217,9 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
                               sign_delay, lambda done: progress.update(task, completed=done))
     result = loadreport.build(count, key_type, settings.station_processes, submitted, requests, counts, probe,
                               ceiling, sampler, keygen_delay, sign_delay)
+    assert sampler is not None
+    result["processor_ms_per_certificate"] = loadreport.processor_per_certificate(
+        sampler.processor_seconds("pipeline", "pipeline done"), agency_cpu, result["published"], ceiling)
     cpu.mark("ceiling done")
     result["machine"] = {**machine, "load_average_after": [round(x, 2) for x in os.getloadavg()],
                          "cores_busy": {"pipeline": cpu.between("pipeline", "pipeline done"),

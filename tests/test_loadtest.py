@@ -60,6 +60,11 @@ def test_loadtest_reports_throughput_ceiling_stages_and_memory(tmp_path: Path, t
     assert report["keygen_ms"]["ceiling"]["count"] == 20 and report["keygen_ms"]["pipeline"]["count"] == 20
     assert report["sign_ms"]["pipeline"]["p50"] > 0
     assert report["machine"]["cores"] and report["machine"]["softhsm2"] and report["machine"]["dramatiq"]
+    processor = report["processor_ms_per_certificate"]  # every pool, the broker and the agency: each did work
+    assert set(processor["pipeline"]) == {"station", "packager", "ca", "general", "redis", "agency"}, processor
+    assert all(ms > 0 for ms in processor["pipeline"].values()) and processor["ceiling"] > 0
+    # the pipeline does all the ceiling does (key generation, signature) and more
+    assert processor["pipeline"]["station"] + processor["pipeline"]["ca"] > 0.5 * processor["ceiling"]
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert report["warnings"] == []
 
