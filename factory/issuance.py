@@ -28,7 +28,7 @@ from factory.ca import CAToken, Policy
 from factory.devices import Station
 from factory.errors import PermanentError, PolicyError, StateConflict, TransientError
 from factory.ledger import Ledger
-from factory.publication import Repository, serial_hex
+from factory.publication import IndexCache, Repository, serial_hex
 from factory.validation import validate_record
 from schemas.request import RequestRecord
 from schemas.status import Rejection
@@ -83,6 +83,7 @@ class Issuance:
         self.clock = clock
         self.observe = observe  # token operation timings (keygen, sign) by key type
         self.simulated_sign_seconds = simulated_sign_seconds  # a slow CA HSM, simulated (load tests)
+        self._index = IndexCache()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -305,8 +306,15 @@ class Issuance:
         return False
 
     def refresh_index(self) -> None:
-        """Rewrite the repository's index.json from the ledger (O(published): batch it)."""
-        self.repository.write_index(self.ledger.index_entries())
+        """Rewrite the repository's index.json from the ledger: what was published lately
+        read, the rest kept from this process's last refresh (``IndexCache``); writing the
+        file is still O(published), so callers batch it."""
+        with self._index.lock:
+            since = self._index.since()
+            self._index.update(self.ledger.index_entries(since), whole=since is None)
+            if since is not None and len(self._index.lines) != self.ledger.published_count():
+                self._index.update(self.ledger.index_entries(), whole=True)
+            self.repository.write_index_lines(self._index.ordered())
 
     def refresh_crl(self) -> dict[str, object]:
         """Sign and write a fresh CRL with the issuing key on the CA token (O(held +

@@ -395,13 +395,22 @@ class Ledger:
         connection.execute(update(certificates).where(certificates.c.serial == serial)
                            .values(status="published", published_at=at))
 
-    def index_entries(self) -> list[dict[str, Any]]:
+    def published_count(self) -> int:
+        """How many certificates are published (and not revoked since)."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(certificates)
+                                          .where(certificates.c.status == "published")).scalar() or 0)
+
+    def index_entries(self, published_since: dt.datetime | None = None) -> list[dict[str, Any]]:
         """The repository index: serial, subject fields, validity, publication time, and
-        the SHA-256 (hex) of the holder's CCCD for the repository's search."""
+        the SHA-256 (hex) of the holder's CCCD for the repository's search; only those
+        published since a moment, when given."""
         query = (select(certificates.c.serial, certificates.c.not_before, certificates.c.not_after,
                         certificates.c.published_at, requests.c.agency_code, requests.c.record)
                  .join(requests, requests.c.id == certificates.c.request_id)
                  .where(certificates.c.status == "published").order_by(certificates.c.published_at))
+        if published_since is not None:
+            query = query.where(certificates.c.published_at >= published_since)
         entries = []
         with self.engine.connect() as connection:
             for row in connection.execute(query):
