@@ -15,7 +15,8 @@ Each worker process appends JSON lines to ``$CERTFACTORY_PROBE_DIR/<pid>.jsonl``
 A line costs a few microseconds (line-buffered append); the file is opened after the
 fork, on first use.
 
-With ``CERTFACTORY_PROBE_PROFILE=1`` each worker also runs cProfile around every message
+With ``CERTFACTORY_PROBE_PROFILE=cpu`` (or ``wall``) each worker also runs cProfile,
+timed by its thread's processor time (or the clock), around every message
 and writes ``<pid>.pstats`` when it stops: where a stage's time goes, to measure a change
 before and after (it slows Python code down, so not for the figures).
 """
@@ -105,8 +106,9 @@ class StageProfiler(Middleware):
     """cProfile around every message of this process, written out every 50 messages of a
     thread and when the worker stops (a stop can be cut short by the pool's SIGKILL)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, timer: str) -> None:
         self.folder = folder
+        self.timer = timer
         self._lock = threading.Lock()
         self._profiles: list[cProfile.Profile] = []
         self._local = threading.local()
@@ -114,7 +116,8 @@ class StageProfiler(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         profile = getattr(self._local, "profile", None)
         if profile is None:
-            profile = self._local.profile = cProfile.Profile(time.thread_time)  # processor time, not waits
+            timer = time.thread_time if self.timer == "cpu" else time.perf_counter
+            profile = self._local.profile = cProfile.Profile(timer)
             with self._lock:
                 self._profiles.append(profile)
         profile.enable()
@@ -159,8 +162,9 @@ def install(folder: Path) -> None:
     broker = dramatiq.get_broker()
     if not any(isinstance(m, StageTimer) for m in broker.middleware):
         broker.add_middleware(StageTimer(log))
-    if os.environ.get(PROFILE_VARIABLE) == "1" and not any(isinstance(m, StageProfiler) for m in broker.middleware):
-        broker.add_middleware(StageProfiler(folder))
+    timer = os.environ.get(PROFILE_VARIABLE)
+    if timer in ("cpu", "wall") and not any(isinstance(m, StageProfiler) for m in broker.middleware):
+        broker.add_middleware(StageProfiler(folder, timer))
     if not getattr(tokens.generate_keypair, "__wrapped_by_probe__", False):
         tokens.generate_keypair = timed(tokens.generate_keypair, "keygen", log)  # type: ignore[assignment]
     if not getattr(ca.sign, "__wrapped_by_probe__", False):

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from factory.errors import StateConflict
+from factory.sqlite import WRITER, WriterTurns, immediate_transactions
 from factory.tables import audit_events, audit_head, batches, certificates, devices, metadata, outbox, requests
 from schemas.status import RequestState
 
@@ -29,29 +30,6 @@ GENESIS_HASH = "0" * 64
 def utcnow() -> dt.datetime:
     """The ledger's clock: aware UTC."""
     return dt.datetime.now(dt.UTC)
-
-
-_WRITER = "certfactory_writer"  # execution option of Ledger.transaction's connections
-
-
-def _sqlite_immediate_transactions(engine: Engine) -> None:
-    # pysqlite's deferred BEGIN lets two writers both read then fail to upgrade their
-    # lock with SQLITE_BUSY at once; BEGIN IMMEDIATE makes them queue on busy_timeout.
-    # Only writers (Ledger.transaction) take it: a read takes a WAL snapshot and waits
-    # for nobody, so stage reads do not queue behind other processes' commits.
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(_WRITER) else "BEGIN")
 
 
 def _utc_text(at: dt.datetime) -> str:
@@ -97,6 +75,7 @@ class Ledger:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writers = WriterTurns.for_engine(engine)
 
     @classmethod
     def connect(cls, url: str) -> Ledger:
@@ -106,7 +85,7 @@ class Ledger:
         # a SQLite file does not drop connections: no ping before every checkout
         engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if engine.dialect.name == "sqlite":
-            _sqlite_immediate_transactions(engine)
+            immediate_transactions(engine)
         metadata.create_all(engine)
         return cls(engine)
 
@@ -117,7 +96,8 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One atomic unit of work."""
-        with self.engine.connect().execution_options(**{_WRITER: True}) as connection, connection.begin():
+        with self._writers.turn(), self.engine.connect().execution_options(**{WRITER: True}) as connection, \
+                connection.begin():
             yield connection
 
     # -- audit ------------------------------------------------------------------------
