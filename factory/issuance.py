@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -33,6 +34,9 @@ from factory.validation import validate_record
 from schemas.request import RequestRecord
 from schemas.status import Rejection
 from schemas.status import RequestState as S
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +91,15 @@ class Issuance:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _load(self, request_id: str) -> tuple[S, RequestRecord]:
+    def _row(self, request_id: str) -> tuple[S, Row]:
         row = self.ledger.get_request(request_id)
         if row is None:
             raise PermanentError(f"request {request_id} is not in the ledger")
-        return S(row.state), RequestRecord.model_validate_json(row.record)
+        return S(row.state), row
+
+    def _load(self, request_id: str) -> tuple[S, RequestRecord, Row]:
+        state, row = self._row(request_id)
+        return state, RequestRecord.model_validate_json(row.record), row
 
     @staticmethod
     def _beyond(state: S, stage_done: S) -> bool:
@@ -106,11 +114,9 @@ class Issuance:
 
     def validate(self, request_id: str) -> bool:
         """received → validated (or rejected with the first rule it broke)."""
-        state, record = self._load(request_id)
+        state, record, row = self._load(request_id)
         if state != S.received:
             return self._beyond(state, S.validated)
-        row = self.ledger.get_request(request_id)
-        assert row is not None
         now = self.clock()
         reasons = validate_record(record, today=now.date(), allowed_key_types=self.policy.allowed_key_types)
         earlier = self.ledger.earlier_live_request(record.citizen_id, request_id)
@@ -132,7 +138,7 @@ class Issuance:
         """validated → key_generated: claim a device, set its PINs, make the key on it."""
         self._need(self.station, "personalisation station")
         assert self.station is not None
-        state, record = self._load(request_id)
+        state, record, row = self._load(request_id)
         if state != S.validated:
             return self._beyond(state, S.key_generated)
         key_id = tokens.key_id_for(request_id)
@@ -171,7 +177,7 @@ class Issuance:
         self._need(self.ca_token, "CA token")
         self._need(self.chain, "CA chain")
         assert self.ca_token is not None and self.chain is not None
-        state, record = self._load(request_id)
+        state, record, row = self._load(request_id)
         if state != S.key_generated:
             return self._beyond(state, S.signed)
         device = self.ledger.device_for_request(request_id)
@@ -214,7 +220,7 @@ class Issuance:
         self._need(self.station, "personalisation station")
         self._need(self.chain, "CA chain")
         assert self.station is not None and self.chain is not None
-        state, record = self._load(request_id)
+        state, record, row = self._load(request_id)
         if state != S.signed:
             return self._beyond(state, S.packaged)
         device = self.ledger.device_for_request(request_id)
@@ -233,11 +239,9 @@ class Issuance:
             self.station.write_certificates(device.serial, key_id, f"cf-{request_id}",
                                             (certificate_row.der, certificate.subject.public_bytes(), public_der),
                                             chain)
-            request = self.ledger.get_request(request_id)
-            assert request is not None
             self.station.write_manifest(device.serial, {
                 "device_serial": device.serial, "certificate_serial": certificate_row.serial,
-                "request_id": request_id, "request_ref": request.request_ref, "agency_code": request.agency_code,
+                "request_id": request_id, "request_ref": row.request_ref, "agency_code": row.agency_code,
                 "full_name": record.full_name, "position": record.position, "organization": record.organization,
                 "key_type": record.key_type.value, "packaged_at": self.clock().isoformat(),
                 "pin_envelope": f"{device.serial}.json",
@@ -255,11 +259,9 @@ class Issuance:
 
     def await_activation(self, request_id: str) -> bool:
         """packaged → awaiting_activation: tell the agency where and when to collect; park."""
-        state, record = self._load(request_id)
+        state, record, row = self._load(request_id)
         if state != S.packaged:
             return False
-        row = self.ledger.get_request(request_id)
-        assert row is not None
         with self.ledger.transaction() as connection:
             self.ledger.add_outbox(connection, request_id, "pickup_notice", {
                 "agency_code": row.agency_code, "request_ref": row.request_ref, "device_serial": row.device_serial,
@@ -273,7 +275,7 @@ class Issuance:
         """awaiting_activation → activated: the agency handed the device over and asks for
         the effective time (now, or a later ``effective_at``: publication waits for it).
         True when this call activated it (then send publish)."""
-        state, _ = self._load(request_id)
+        state, _ = self._row(request_id)
         if state != S.awaiting_activation:
             return False
         now = self.clock()
@@ -287,13 +289,13 @@ class Issuance:
 
     def publish(self, request_id: str) -> bool:
         """activated → published: into the repository, hold released, effective from now."""
-        state, _ = self._load(request_id)
+        state, row = self._row(request_id)
         if state != S.activated:
             return False
         certificate_row = self.ledger.certificate_for_request(request_id)
         if certificate_row is None or certificate_row.der is None:
             raise PermanentError(f"request {request_id} has no signed certificate to publish")
-        requested = self.ledger.get_request(request_id).effective_at  # type: ignore[union-attr]
+        requested = row.effective_at
         now = self.clock()
         if requested is not None and _aware(requested) > now:
             raise NotYet(_aware(requested))

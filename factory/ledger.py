@@ -186,16 +186,16 @@ class Ledger:
         if connection is None:
             with self.transaction() as own:
                 return self.transition(request_id, expected, new, detail=detail, connection=own, **fields)
-        result = connection.execute(
+        moved = connection.execute(
             update(requests)
             .where(requests.c.id == request_id, requests.c.state.in_([s.value for s in expected_states]))
             .values(state=new.value, updated_at=utcnow(), **fields)
-        )
-        if result.rowcount != 1:
+            .returning(requests.c.batch_id)
+        ).first()
+        if moved is None:
             actual = connection.execute(select(requests.c.state).where(requests.c.id == request_id)).scalar()
             raise StateConflict("request", request_id, "|".join(s.value for s in expected_states), actual)
-        row = connection.execute(select(requests.c.batch_id).where(requests.c.id == request_id)).scalar()
-        self.audit(connection, "transition", request_id=request_id, batch_id=row,
+        self.audit(connection, "transition", request_id=request_id, batch_id=moved.batch_id,
                    from_state=expected_states[0].value if len(expected_states) == 1 else None,
                    to_state=new.value, detail=detail)
 
