@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from factory.errors import ConfigurationError, TokenError
@@ -58,16 +59,38 @@ def init_token(config: Path, label: str, so_pin: str, user_pin: str) -> None:
         raise TokenError(f"softhsm2-util could not initialise token {label}: {result.stderr.strip()}")
 
 
+def _tokendir(config: Path) -> Path:
+    for line in config.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "directories.tokendir":
+            return Path(value.strip())
+    raise ConfigurationError(f"{config} names no token directory")
+
+
 def init_tokens(config: Path, count: int, label: str, so_pin: str, user_pin: str) -> None:
-    """Initialise ``count`` new tokens, side by side: each ``softhsm2-util`` takes the free
-    slot of its own view and writes its own directory, and most of its time is waiting for
-    the disk, so together they cost a fraction of one after another. One that lists the
-    slots while a sibling's directory is half written gives up ("Could not get info about
-    the token"): those are run again one at a time."""
+    """Initialise ``count`` new tokens in ``config``'s token directory, side by side: most
+    of ``softhsm2-util``'s time is waiting for the disk, so together they cost a fraction
+    of one after another. Each runs in a folder of its own — one that lists the slots while
+    a sibling's directory is half written gives up and leaves its own half-made directory
+    behind — and the finished tokens are moved in whole."""
     if shutil.which("softhsm2-util") is None:
         raise ConfigurationError("softhsm2-util not found: install Debian's softhsm2 package (make demo does)")
+    target = _tokendir(config)
+    work = target.parent / f".init-tokens-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(work, ignore_errors=True)
     command = ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", user_pin]
-    children = [subprocess.Popen(command, env={**os.environ, "SOFTHSM2_CONF": str(config)}, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL) for _ in range(count)]
-    for _ in [child for child in children if child.wait() != 0]:
-        init_token(config, label, so_pin, user_pin)
+    try:
+        children = []
+        for index in range(count):
+            own = write_config(work / str(index) / "softhsm2.conf", work / str(index) / "tokens")
+            children.append((own, subprocess.Popen(command, env={**os.environ, "SOFTHSM2_CONF": str(own)},
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        for own, child in children:
+            if child.wait() != 0:  # alone in its folder this should not happen: once more, reporting why
+                shutil.rmtree(own.parent / "tokens")
+                write_config(own, own.parent / "tokens")
+                init_token(own, label, so_pin, user_pin)
+            for entry in (own.parent / "tokens").iterdir():
+                os.rename(entry, target / entry.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
