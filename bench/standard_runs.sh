@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 started=$(date +%s)
 run() { echo "== $*" >&2; "$PY" -m certfactory.cli "$@"; }
 
-run loadtest --count 400 --key-type rsa2048 --processes "$P" \
+run loadtest --count 600 --key-type rsa2048 --processes "$P" \
     --json "$OUT/loadtest-rsa2048.json" --plot "$OUT/loadtest-rsa2048.png"
 run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" \
     --json "$OUT/loadtest-ecdsa-p256.json" --plot "$OUT/loadtest-ecdsa-p256.png"

@@ -36,6 +36,17 @@ def main() -> None:
             f"{max(run['memory'].get('growth_after_warmup_mb', {}).values(), default=0)}) "
             f"| {others.get('pipeline', {}).get('cores_used_by_others', '?')} / "
             f"{others.get('ceiling', {}).get('cores_used_by_others', '?')} |")
+    processor = [(name, run["processor_ms_per_certificate"]) for name in ("loadtest-rsa2048.json",
+                 "loadtest-ecdsa-p256.json") if (run := _load(folder, name)) and run.get("processor_ms_per_certificate")]
+    if processor:
+        lines += ["", "Processor time per certificate (ms), by pool, against the ceiling's per iteration:", "",
+                  "| run | station | packager | CA | general | Redis | agency | pipeline | ceiling |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, figures in processor:
+            pools = figures["pipeline"]
+            lines.append(f"| {name.removesuffix('.json')} | " + " | ".join(
+                str(pools.get(pool, "-")) for pool in ("station", "packager", "ca", "general", "redis", "agency"))
+                + f" | {figures['pipeline_total']} | {figures['ceiling']} |")
     plan = _load(folder, "plan_check.json")
     if plan:
         lines.append("")

@@ -226,7 +226,8 @@ class PipelineExporter(Collector):
         for deadline, (at_risk, breached) in deadline_counts(ledger, today).items():
             families["certfactory_deadline_at_risk_requests"].add_metric([deadline], at_risk)
             families["certfactory_deadline_breached_requests"].add_metric([deadline], breached)
-        for key_type, count in published_counts(ledger).items():
+        # every key type from the start: a series first seen at 60 shows no increase to rate()
+        for key_type, count in {**dict.fromkeys(KEY_TYPES, 0), **published_counts(ledger)}.items():
             families["certfactory_certificates_published"].add_metric([key_type], count)
         open_batches, ratio = batch_progress(ledger)
         families["certfactory_batches_open"].add_metric([], open_batches)
