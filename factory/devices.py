@@ -1,10 +1,12 @@
 """Device lifecycle on a personalisation station: blank → personalised → packaged.
 
-A station has ports (a SoftHSM2 token directory here, USB slots in production). Blank
-devices arrive a batch at a time; personalising one sets the subscriber's PINs (written
-to the PIN envelope first, so a crash can always be recovered) and generates the key on
-it; packaging writes the certificate and chain to it and ejects it from the station, so
-the station's token directory, and with it every lookup, stays small.
+A station has ports (a SoftHSM2 token directory here, USB slots in production) and a
+shelf of blank devices delivered but not plugged in; blank devices are plugged in a
+batch (its ports) at a time. Personalising one sets the subscriber's PINs (written to
+the PIN envelope first, so a crash can always be recovered) and generates the key on
+it; packaging ejects it from the station and writes the certificate and chain onto it
+where it is handed over, so the station's token directory, and with it every lookup,
+stays small.
 """
 
 from __future__ import annotations
