@@ -308,15 +308,19 @@ class Issuance:
         return False
 
     def refresh_index(self) -> None:
-        """Rewrite the repository's index.json from the ledger: what was published lately
-        read, the rest kept from this process's last refresh (``IndexCache``); writing the
-        file is still O(published), so callers batch it."""
+        """Bring the repository's index.json up to the ledger: what was published lately is
+        read and appended (``IndexCache``); a whole rewrite when this process has not
+        written it yet or the counts disagree. Nothing new, nothing written."""
         with self._index.lock:
             since = self._index.since()
-            self._index.update(self.ledger.index_entries(since), whole=since is None)
-            if since is not None and len(self._index.lines) != self.ledger.published_count():
-                self._index.update(self.ledger.index_entries(), whole=True)
-            self.repository.write_index_lines(self._index.ordered())
+            fresh = self._index.fresh(self.ledger.index_entries(since)) if since is not None else []
+            if since is None or self._index.count + len(fresh) != self.ledger.published_count():
+                entries = self.ledger.index_entries()
+                self.repository.write_index(entries)
+                self._index.add(entries, whole=True)
+            elif fresh:
+                self.repository.append_index(fresh)
+                self._index.add(fresh)
 
     def refresh_crl(self) -> dict[str, object]:
         """Sign and write a fresh CRL with the issuing key on the CA token (O(held +

@@ -70,6 +70,28 @@ class Repository:
         _write_atomically(self.root / "index.json",
                           ('{"certificates": [\n' + ",\n".join(lines) + "\n]}\n").encode())
 
+    def append_index(self, entries: Iterable[dict[str, Any]]) -> None:
+        """index.json with entries added at its end; the entries already there stream
+        through a line at a time (never all in memory), then the new file replaces it."""
+        path = self.root / "index.json"
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        separator = ""
+        with open(temporary, "w", encoding="utf-8") as out:
+            out.write('{"certificates": [\n')
+            if path.exists():
+                with open(path, encoding="utf-8") as old:
+                    for number, line in enumerate(old):
+                        body = line.rstrip("\n")
+                        if number == 0 or body in ("", "]}"):
+                            continue  # the opening line, the closing one
+                        out.write(separator + body.rstrip(","))
+                        separator = ",\n"
+            for entry in entries:
+                out.write(separator + index_line(entry))
+                separator = ",\n"
+            out.write("\n]}\n")
+        os.replace(temporary, path)
+
 
 def index_line(entry: dict[str, Any]) -> str:
     """One entry of index.json, one line (json's C encoder: indenting takes its slow one)."""
@@ -77,34 +99,38 @@ def index_line(entry: dict[str, Any]) -> str:
 
 
 class IndexCache:
-    """index.json's entries as the last refresh wrote them, so that a refresh reads only
-    what was published in the last minute (a publication can commit a moment after its
-    publication time, so the minute overlaps) instead of every certificate ever published
-    each second. A count that disagrees with the ledger's (a revocation took an entry
-    out) makes the next read whole."""
+    """What a process knows of index.json since its last refresh: how many entries it
+    holds and the serials published in the last minute, so that a refresh reads only what
+    was published lately and appends what is new. A publication can commit a moment after
+    its publication time, so each read overlaps the last by a minute; older serials are
+    forgotten, so memory stays flat however large the repository grows. A count that
+    disagrees with the ledger's (a revocation took an entry out) makes a whole rewrite."""
 
     OVERLAP = dt.timedelta(minutes=1)
 
     def __init__(self) -> None:
-        self.lines: dict[str, tuple[dt.datetime, str]] = {}  # serial → (published_at, line)
+        self.recent: dict[str, dt.datetime] = {}  # serial → published_at, within OVERLAP of the latest
         self.latest: dt.datetime | None = None
+        self.count = 0
         self.lock = threading.Lock()
 
     def since(self) -> dt.datetime | None:
         """Where the next read starts; None for a whole read."""
         return None if self.latest is None else self.latest - self.OVERLAP
 
-    def update(self, entries: Iterable[dict[str, Any]], whole: bool) -> None:
-        """Take what the ledger returned (everything, when ``whole``)."""
-        if whole:
-            self.lines.clear()
-            self.latest = None
-        for entry in entries:
-            at = entry["published_at"]  # never None: the entries are of published certificates
-            self.lines[entry["serial"]] = (at, index_line(entry))
-            if self.latest is None or at > self.latest:
-                self.latest = at
+    def fresh(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of a recent read not in index.json yet."""
+        return [entry for entry in entries if entry["serial"] not in self.recent]
 
-    def ordered(self) -> list[str]:
-        """The lines by publication time, as a whole read orders them."""
-        return [line for _, line in sorted(self.lines.values(), key=lambda item: item[0])]
+    def add(self, entries: list[dict[str, Any]], *, whole: bool = False) -> None:
+        """Note entries written (all of them, when ``whole``)."""
+        if whole:
+            self.recent, self.latest, self.count = {}, None, 0
+        for entry in entries:
+            self.recent[entry["serial"]] = entry["published_at"]  # never None: published certificates
+            if self.latest is None or entry["published_at"] > self.latest:
+                self.latest = entry["published_at"]
+        self.count += len(entries)
+        horizon = self.since()
+        if horizon is not None:
+            self.recent = {serial: at for serial, at in self.recent.items() if at >= horizon}

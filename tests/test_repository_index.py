@@ -14,7 +14,7 @@ from factory import revocation
 from factory.calendar import WorkingCalendar
 from factory.issuance import Issuance, Pickup
 from factory.ledger import Ledger
-from factory.publication import Repository
+from factory.publication import IndexCache, Repository
 from tests.softca import POLICY, SoftCA, file_batch, issue
 
 
@@ -53,3 +53,24 @@ def test_a_refresh_reads_the_last_minute_and_matches_a_whole_read(ledger: Ledger
     revocation.revoke(ledger, serials[1], "affiliationChanged", "operator:test", dt.datetime.now(dt.UTC), "moved")
     issuance.refresh_index()  # the count disagrees: one whole read
     assert reads[-1] is None and _serials(root) == serials[:1] + serials[2:]
+
+
+def test_the_cache_forgets_serials_older_than_the_overlap_and_an_idle_refresh_writes_nothing(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """Memory stays flat: only the last minute's serials are kept; with nothing published
+    since, index.json is left as it is."""
+    cache = IndexCache()
+    start = dt.datetime(2026, 12, 2, 9, 0)
+    cache.add([{"serial": f"s{n}", "published_at": start + dt.timedelta(seconds=10 * n)} for n in range(30)])
+    assert cache.count == 30 and cache.latest == start + dt.timedelta(seconds=290)
+    assert set(cache.recent) == {f"s{n}" for n in range(23, 30)}  # within a minute of the latest
+    assert cache.fresh([{"serial": "s29"}, {"serial": "s30"}]) == [{"serial": "s30"}]
+
+    authority, root = SoftCA.create(), tmp_path / "repository"
+    issuance = Issuance(ledger, policy=POLICY, repository=Repository(root), calendar=WorkingCalendar(),
+                        pickup=Pickup("here", "9-17"))
+    issue(ledger, authority, file_batch(ledger, tmp_path, "BTC", 1, seed=5)[0], publish=True)
+    issuance.refresh_index()
+    written = (root / "index.json").stat().st_mtime_ns
+    issuance.refresh_index()
+    assert (root / "index.json").stat().st_mtime_ns == written
