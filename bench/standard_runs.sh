@@ -6,7 +6,7 @@
 # Run it on a quiet machine: other load on the cores skews the pipeline and the ceiling
 # differently (each report says how many cores the rest of the machine took).
 #
-#   bench/standard_runs.sh            # about 25 minutes on a 2-core machine
+#   bench/standard_runs.sh            # about 10 minutes on a 2-core machine
 #   PROCESSES=4 bench/standard_runs.sh
 set -eu
 cd "$(dirname "$0")/.."
