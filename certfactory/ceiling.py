@@ -113,12 +113,13 @@ def _prepare(settings: Settings, shares: list[int]) -> Path:
     folder = layout.root / "ceiling"
     shutil.rmtree(folder, ignore_errors=True)
     for index, share in enumerate(shares):
-        config = softhsm.write_config(folder / str(index) / "softhsm2.conf", folder / str(index) / "tokens")
+        tokendir = folder / str(index) / "tokens"
+        softhsm.write_config(folder / str(index) / "softhsm2.conf", tokendir)
         for token in (layout.ca / "tokens").iterdir():
             shutil.copytree(token, folder / str(index) / "tokens" / token.name)
         remaining = share + WARM_UP
         while remaining > 0:
-            softhsm.init_tokens(config, min(8, remaining), DEVICE_LABEL, DEVICE_SO_PIN, DEVICE_USER_PIN)
+            softhsm.init_tokens(tokendir, min(8, remaining), DEVICE_LABEL, DEVICE_SO_PIN, DEVICE_USER_PIN)
             remaining -= min(8, remaining)
     return folder
 

@@ -106,18 +106,11 @@ class Station:
         return sorted(fresh.items())
 
     def _make_blank(self, count: int) -> None:
-        """Initialise blank tokens side by side in a staging directory no station process
-        reads, then move each finished one into the station's: a process re-reading the
-        slots must never meet a half-written token (two of them make SoftHSM2 abort on a
-        duplicate slot id). Under the provisioning lock."""
+        """Plug ``count`` blank devices in: from the shelf first, the rest made here (each
+        moved in whole: ``softhsm.init_tokens``). Under the provisioning lock."""
         count -= self._take_from_stock(count)
-        staging = self.root / "incoming"
-        shutil.rmtree(staging, ignore_errors=True)  # a crash's leftovers, never seen by the station
         if count > 0:
-            config = softhsm.write_config(staging / "softhsm2.conf", staging / "tokens")
-            softhsm.init_tokens(config, count, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
-            for name in softhsm.token_directories(staging / "tokens").values():
-                os.rename(staging / "tokens" / name, self.tokendir / name)
+            softhsm.init_tokens(self.tokendir, count, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
 
     # -- the shelf of blank devices -----------------------------------------------------------
 
@@ -128,22 +121,17 @@ class Station:
         return self.root / "stock"
 
     def stock_blank(self, count: int, progress: Callable[[int], None] | None = None) -> int:
-        """Put ``count`` blank devices on the shelf (a vendor's shipment arriving): made in a
-        staging folder of this call's own, each moved onto the shelf whole. Provisioning
-        then plugs devices in from the shelf, a rename each, before making any itself."""
-        staging = self.root / f"stock-incoming-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        config = softhsm.write_config(staging / "softhsm2.conf", staging / "tokens")
+        """Put ``count`` blank devices on the shelf (a vendor's shipment arriving), 16 at a
+        time. Provisioning then plugs devices in from the shelf, a rename each, before
+        making any itself."""
         self.stock.mkdir(parents=True, exist_ok=True)
         made = 0
         while made < count:
-            softhsm.init_tokens(config, min(16, count - made), "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
-            for name in softhsm.token_directories(staging / "tokens").values():
-                os.rename(staging / "tokens" / name, self.stock / name)
-                made += 1
+            batch = min(16, count - made)
+            softhsm.init_tokens(self.stock, batch, "blank", TRANSPORT_SO_PIN, TRANSPORT_USER_PIN)
+            made += batch
             if progress:
                 progress(made)
-        shutil.rmtree(staging, ignore_errors=True)
         return made
 
     def stocked(self) -> int:

@@ -62,13 +62,9 @@ class Repository:
 
     def write_index(self, entries: Iterable[dict[str, Any]]) -> None:
         """Rewrite index.json: one entry per published certificate."""
-        self.write_index_lines(index_line(entry) for entry in entries)
-
-    def write_index_lines(self, lines: Iterable[str]) -> None:
-        """Rewrite index.json from entries already serialised by :func:`index_line`."""
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.root / "index.json",
-                          ('{"certificates": [\n' + ",\n".join(lines) + "\n]}\n").encode())
+        lines = ",\n".join(index_line(entry) for entry in entries)
+        _write_atomically(self.root / "index.json", ('{"certificates": [\n' + lines + "\n]}\n").encode())
 
     def append_index(self, entries: Iterable[dict[str, Any]]) -> None:
         """index.json with entries added at its end; the entries already there stream

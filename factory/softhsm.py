@@ -59,24 +59,17 @@ def init_token(config: Path, label: str, so_pin: str, user_pin: str) -> None:
         raise TokenError(f"softhsm2-util could not initialise token {label}: {result.stderr.strip()}")
 
 
-def _tokendir(config: Path) -> Path:
-    for line in config.read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "directories.tokendir":
-            return Path(value.strip())
-    raise ConfigurationError(f"{config} names no token directory")
-
-
-def init_tokens(config: Path, count: int, label: str, so_pin: str, user_pin: str) -> None:
-    """Initialise ``count`` new tokens in ``config``'s token directory, side by side: most
-    of ``softhsm2-util``'s time is waiting for the disk, so together they cost a fraction
-    of one after another. Each runs in a folder of its own — one that lists the slots while
-    a sibling's directory is half written gives up and leaves its own half-made directory
-    behind — and the finished tokens are moved in whole."""
+def init_tokens(tokendir: Path, count: int, label: str, so_pin: str, user_pin: str) -> None:
+    """Initialise ``count`` new tokens into ``tokendir``, side by side: most of
+    ``softhsm2-util``'s time is waiting for the disk, so together they cost a fraction of
+    one after another. Each runs in a folder of its own beside ``tokendir`` — one that
+    lists the slots while a sibling's directory is half written gives up and leaves its
+    own half-made directory behind — and each finished token is moved in whole, so a
+    process reading ``tokendir`` meanwhile never meets a half-written one (two of those
+    make SoftHSM2 abort on a duplicate slot id)."""
     if shutil.which("softhsm2-util") is None:
         raise ConfigurationError("softhsm2-util not found: install Debian's softhsm2 package (make demo does)")
-    target = _tokendir(config)
-    work = target.parent / f".init-tokens-{os.getpid()}-{threading.get_ident()}"
+    work = tokendir.parent / f".init-tokens-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(work, ignore_errors=True)
     command = ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", user_pin]
     try:
@@ -91,6 +84,6 @@ def init_tokens(config: Path, count: int, label: str, so_pin: str, user_pin: str
                 write_config(own, own.parent / "tokens")
                 init_token(own, label, so_pin, user_pin)
             for entry in (own.parent / "tokens").iterdir():
-                os.rename(entry, target / entry.name)
+                os.rename(entry, tokendir / entry.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
