@@ -21,8 +21,12 @@ QUEUED = ("validate", "generate_key", "sign", "package", "await_activation", "pu
 
 
 def _run(home: Path, module: str, *args: str, timeout: float = 120) -> str:
-    """Run one of the load-test commands as a user would (``certfactory loadtest`` / ``plan``)."""
-    result = subprocess.run([sys.executable, "-m", module, *args], env=certfactory_env(home), capture_output=True,
+    """Run one of the load-test commands as a user would (``certfactory loadtest`` / ``plan``).
+    Idle workers poll every 100 ms: these runs are a few dozen requests, whose head and
+    tail the default 500 ms backoff would make a matter of luck (the plan check once
+    predicted 5.6 s for a 3.9 s run)."""
+    env = certfactory_env(home, CERTFACTORY_WORKER_POLL_MS="100")
+    result = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True,
                             text=True, timeout=timeout, cwd=home.parent, check=False)
     assert result.returncode == 0, f"{module} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n" \
                                    f"{result.stderr}"
