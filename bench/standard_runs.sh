@@ -17,9 +17,9 @@ mkdir -p "$OUT"
 started=$(date +%s)
 run() { echo "== $*" >&2; "$PY" -m certfactory.cli "$@"; }
 
-run loadtest --count 600 --key-type rsa2048 --processes "$P" \
+run loadtest --count 600 --key-type rsa2048 --processes "$P" --device-work \
     --json "$OUT/loadtest-rsa2048.json" --plot "$OUT/loadtest-rsa2048.png"
-run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" \
+run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" --device-work \
     --json "$OUT/loadtest-ecdsa-p256.json" --plot "$OUT/loadtest-ecdsa-p256.png"
 # memory: peak RSS per worker process and its growth over 2,000 certificates
 run loadtest --count 2000 --key-type ecdsa-p256 --processes "$P" --ceiling-count 400 \

@@ -20,6 +20,13 @@ devices, setting the subscriber's PINs, writing the certificate and chain to the
 device, ejecting it, envelopes and manifests, queues and the ledger. Simulated device
 latency is added here explicitly (after keygen and after the signature), never through
 the environment.
+
+``device_work=True`` (``bench/device_floor.py``) adds to each iteration the token work
+DESIGN.md §2 asks of every device and that no queue or ledger can spare: the SO and
+user PINs set, the proof of possession signed with the new key, the certificate and the
+CA chain written to the device. Its rate bounds any pipeline's from above more tightly
+than the ceiling's: what the pipeline loses against it is overhead, what it loses
+between the two is the device's own work.
 """
 
 from __future__ import annotations
@@ -48,29 +55,51 @@ DEVICE_LABEL = "ceiling-blank"
 WARM_UP = 2
 
 
-def _iterate(device: Any, key_type: str, record: Any, issuing: Any, policy: Any, ca_key: Any,
-             keygen_delay: float, sign_delay: float) -> tuple[float, float, float]:
-    """Login + keygen on one fresh device, build, CA signature; returns the three durations."""
-    from factory import ca as ca_profile
-    from factory import tokens
+def _iterate(device: Any, key_type: str, record: Any, chain: Any, policy: Any, ca_key: Any,
+             keygen_delay: float, sign_delay: float, device_work: bool = False) -> tuple[float, float, float]:
+    """Login + keygen on one fresh device, build, CA signature; returns the three durations.
+    With ``device_work``, also the PINs, the proof of possession and the certificate and
+    chain onto the device (timed with keygen, the device's share)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
 
+    from factory import ca as ca_profile
+    from factory import possession, tokens
+
+    root, issuing = chain
+    key_id, user_pin = os.urandom(16), DEVICE_USER_PIN
     t0 = time.perf_counter()
-    with device.open(rw=True, user_pin=DEVICE_USER_PIN) as session:
-        public_der = tokens.generate_keypair(session, key_type, os.urandom(16), "ceiling")
+    if device_work:  # the subscriber's own PINs, as Station.personalise sets them
+        user_pin = "floor-user-" + os.urandom(4).hex()
+        with device.open(rw=True, so_pin=DEVICE_SO_PIN) as session:
+            session.set_pin(DEVICE_SO_PIN, "floor-so-" + os.urandom(8).hex())
+            session.init_pin(user_pin)
+    with device.open(rw=True, user_pin=user_pin) as session:
+        public_der = tokens.generate_keypair(session, key_type, key_id, "ceiling")
+        if device_work:  # proof of possession, as Station.generate_key makes it
+            private = tokens.find_private_key(session, key_id=key_id)
+            possession.prove(tokens.token_private_key(session, private, public_der), public_der)
     if keygen_delay:
         time.sleep(keygen_delay)
     t1 = time.perf_counter()
     builder = ca_profile.subscriber_builder(record, public_der, ca_profile.new_serial(), issuing,
                                             dt.datetime.now(dt.UTC), policy)
     t2 = time.perf_counter()
-    ca_profile.sign(builder, ca_key)
+    certificate = ca_profile.sign(builder, ca_key)
     if sign_delay:
         time.sleep(sign_delay)
-    return t1 - t0, t2 - t1, time.perf_counter() - t2
+    t3 = time.perf_counter()
+    if device_work:  # certificate and chain onto the device, as Station.write_certificates does
+        with device.open(rw=True, user_pin=user_pin) as session:
+            tokens.store_certificate(session, certificate.public_bytes(Encoding.DER), key_id=key_id,
+                                     label="ceiling", subject=certificate.subject.public_bytes())
+            for ca_certificate, label in ((issuing, "issuing-ca"), (root, "root-ca")):
+                tokens.store_certificate(session, ca_certificate.public_bytes(Encoding.DER), key_id=label.encode(),
+                                         label=label, subject=ca_certificate.subject.public_bytes())
+    return t1 - t0 + time.perf_counter() - t3, t2 - t1, t3 - t2
 
 
 def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_delay: float,
-           progress: Path) -> dict[str, Any]:
+           progress: Path, device_work: bool = False) -> dict[str, Any]:
     """One ceiling process (SOFTHSM2_CONF already names its own token directory)."""
     from factory import ca as ca_profile
     from factory import ceremony, tokens
@@ -78,7 +107,7 @@ def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_dela
 
     settings = Settings(home=home)
     ca_key = wiring.ca_token(settings).key(ca_profile.ISSUING_LABEL)
-    _, issuing = ceremony.CAFiles(wiring.home(settings).ca).load()
+    chain = ceremony.CAFiles(wiring.home(settings).ca).load()
     policy = wiring.policy(settings)
     record = generate_requests(1, seed=os.getpid(), key_type=key_type)[0]
     library = tokens.library(settings.device_pkcs11_module)
@@ -87,7 +116,7 @@ def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_dela
     if len(devices) < count + WARM_UP:
         raise CertFactoryError(f"the ceiling found {len(devices)} blank devices, needs {count + WARM_UP}")
     for device in devices[:WARM_UP]:
-        _iterate(device, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
+        _iterate(device, key_type, record, chain, policy, ca_key, keygen_delay, sign_delay, device_work)
     print("ready", flush=True)
     sys.stdin.readline()
     keygen: list[float] = []
@@ -96,7 +125,8 @@ def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_dela
     started, cpu = time.time(), time.process_time()
     last_report = 0.0
     for done, device in enumerate(devices[WARM_UP:WARM_UP + count], start=1):
-        durations = _iterate(device, key_type, record, issuing, policy, ca_key, keygen_delay, sign_delay)
+        durations = _iterate(device, key_type, record, chain, policy, ca_key, keygen_delay, sign_delay,
+                             device_work)
         for bucket, value in zip((keygen, build, sign), durations, strict=True):
             bucket.append(value)
         if time.monotonic() - last_report > 0.25 or done == count:
@@ -125,9 +155,10 @@ def _prepare(settings: Settings, shares: list[int]) -> Path:
 
 
 def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, keygen_delay: float = 0.0,
-                sign_delay: float = 0.0, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                sign_delay: float = 0.0, progress: Callable[[int], None] | None = None,
+                device_work: bool = False) -> dict[str, Any]:
     """Run ``count`` iterations split over ``processes`` processes; the ceiling is the sum
-    of each process's iterations per second of loop time."""
+    of each process's iterations per second of loop time. ``device_work``: see the module doc."""
     count = max(count, processes)  # every process runs at least one iteration
     shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
     folder = _prepare(settings, shares)
@@ -138,7 +169,8 @@ def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, k
         env["SOFTHSM2_CONF"] = str(folder / str(index) / "softhsm2.conf")
         command = [sys.executable, "-m", "certfactory.ceiling", "--home", str(settings.resolved_home),
                    "--key-type", key_type, "--count", str(share), "--keygen-delay",
-                   str(keygen_delay), "--sign-delay", str(sign_delay), "--progress", str(counter)]
+                   str(keygen_delay), "--sign-delay", str(sign_delay), "--progress", str(counter),
+                   *(["--device-work"] if device_work else [])]
         children.append((subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=open(log, "w"), text=True), log, counter))  # noqa: SIM115
     try:
@@ -174,8 +206,12 @@ def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, k
         "processor_ms_per_iteration": round(1000 * sum(r["cpu"] for r in results) / count, 3),
         "method": "each process, per iteration, on the next fresh blank device token (made before the timing): "
                   "open a session and log in, generate the key pair, close; build the certificate; sign it with the "
-                  "CA key on the CA token. No queue, no ledger, no PIN setting, no writing to the device. Rate = "
-                  "per-process iterations / loop time, summed over the processes",
+                  "CA key on the CA token. No queue, no ledger, " + (
+                      "plus the device's own work: SO and user PINs set, proof of possession signed, certificate "
+                      "and CA chain written to the device (timed as keygen)" if device_work else
+                      "no PIN setting, no writing to the device") +
+                  ". Rate = per-process iterations / loop time, summed over the processes",
+        "device_work": device_work,
         **{f"{name}_ms": summary(values, 1000, 3) for name, values in every.items()},
     }
 
@@ -189,9 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keygen-delay", type=float, default=0.0)
     parser.add_argument("--sign-delay", type=float, default=0.0)
     parser.add_argument("--progress", type=Path, required=True)
+    parser.add_argument("--device-work", action="store_true")
     args = parser.parse_args(argv)
     result = worker(args.home, args.key_type, args.count, args.keygen_delay, args.sign_delay,
-                    args.progress)
+                    args.progress, args.device_work)
     print(json.dumps(result), flush=True)
 
 

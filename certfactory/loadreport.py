@@ -108,12 +108,31 @@ def load_adjusted(result: dict[str, Any]) -> float | None:
     return round(result["efficiency"] * left["ceiling"] / left["pipeline"], 3)
 
 
+def device_work(result: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """The ceiling with the device's own work (``certfactory.ceiling``, ``device_work``):
+    its rate against the plain ceiling, and the pipeline's rate against it (how close the
+    queues and the ledger come to free)."""
+    rate = floor["per_second"]
+    return {
+        "per_second": rate,
+        "of_ceiling": round(rate / result["ceiling_per_second"], 3) if result["ceiling_per_second"] else None,
+        "pipeline_efficiency": round(result["end_to_end_per_second"] / rate, 3) if rate else None,
+        "processor_ms_per_iteration": floor.get("processor_ms_per_iteration"),
+        "keygen_ms": floor["keygen_ms"], "method": floor["method"],
+    }
+
+
 def print_summary(console: Console, result: dict[str, Any]) -> None:
     """The headline figures, the stage table and peak memory."""
     console.print(f"[bold]{result['published']}/{result['count']} published[/] in {result['end_to_end_seconds']} s: "
                   f"end-to-end {result['end_to_end_per_second']}/s (middle 80%: {result['middle_80_per_second']}/s), "
                   f"ceiling {result['ceiling_per_second']}/s → [bold]efficiency {result['efficiency']}[/] "
                   f"(adjusted for the rest of the machine's load: {result.get('efficiency_load_adjusted')})")
+    floor = result.get("device_work_ceiling")
+    if floor:
+        console.print(f"ceiling with the device's own work (PINs, proof, certificate + chain written) "
+                      f"{floor['per_second']}/s = {floor['of_ceiling']} of the ceiling; the pipeline reaches "
+                      f"[bold]{floor['pipeline_efficiency']}[/] of it")
     console.print(f"{'stage':>17} {'between p50/p95/p99 ms':>26} {'wait p50/p95':>16} {'work p50/p95 ms':>16}")
     for stage, row in result["stages"].items():
         b, w, k = row["between_transitions_ms"], row.get("queue_wait_ms", {}), row.get("work_ms", {})

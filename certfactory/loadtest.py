@@ -158,8 +158,10 @@ def _stock_station(settings: Settings, count: int, console: Console) -> None:
 
 def run_loadtest(count: int, key_type: str, processes: int, threads: int | None = None, home: Path | None = None,
                  keygen_delay: float = 0.0, sign_delay: float = 0.0, console: Console | None = None,
-                 ceiling_count: int | None = None) -> dict[str, Any]:
-    """Run the pipeline and then the ceiling; returns the report (see the module doc)."""
+                 ceiling_count: int | None = None, device_work: bool = False) -> dict[str, Any]:
+    """Run the pipeline and then the ceiling; returns the report (see the module doc).
+    ``device_work``: then also the ceiling with the device's own work in its loop
+    (``certfactory.ceiling``), reported as ``device_work_ceiling``."""
     console = console or Console(stderr=True)
     root = home or Path(tempfile.mkdtemp(prefix="certfactory-loadtest-"))
     settings = Settings(home=root, worker_processes=processes)
@@ -217,6 +219,10 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
         task = progress.add_task("ceiling (keygen + sign)", total=ceiling_count or count)
         ceiling = run_ceiling(settings, key_type, ceiling_count or count, settings.station_processes, keygen_delay,
                               sign_delay, lambda done: progress.update(task, completed=done))
+        if device_work:
+            task = progress.add_task("ceiling with the device's own work", total=ceiling_count or count)
+            floor = run_ceiling(settings, key_type, ceiling_count or count, settings.station_processes, keygen_delay,
+                                sign_delay, lambda done: progress.update(task, completed=done), device_work=True)
     result = loadreport.build(count, key_type, settings.station_processes, submitted, requests, counts, probe,
                               ceiling, sampler, keygen_delay, sign_delay)
     assert sampler is not None
@@ -227,6 +233,8 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
                          "cores_busy": {"pipeline": cpu.between("pipeline", "pipeline done"),
                                  "ceiling": cpu.between("ceiling", "ceiling done")}}
     result["efficiency_load_adjusted"] = loadreport.load_adjusted(result)
+    if device_work:
+        result["device_work_ceiling"] = loadreport.device_work(result, floor)
     if home is None:
         shutil.rmtree(root, ignore_errors=True)
     else:
@@ -253,15 +261,17 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
               help="Simulated device latency added to each key generation (seconds).")
 @click.option("--sign-delay", default=0.0, show_default=True, type=click.FloatRange(0, 60),
               help="Simulated latency added to each CA signature (seconds).")
+@click.option("--device-work", is_flag=True, help="Also run the ceiling with the device's own work in its loop "
+              "(PINs, proof of possession, certificate and chain onto the device): how much of the gap is overhead.")
 def loadtest_command(count: int, key_type: str, processes: int | None, threads: int | None, home: Path | None,
                      json_file: Path | None, plot_file: Path | None, ceiling_count: int | None, keygen_delay: float,
-                     sign_delay: float) -> None:
+                     sign_delay: float, device_work: bool) -> None:
     """Measure end-to-end throughput against the raw keygen + sign ceiling on this host."""
     console = Console(stderr=True)
     try:
         processes = processes or Settings().station_processes
         result = run_loadtest(count, key_type, processes, threads, home, keygen_delay, sign_delay, console,
-                              ceiling_count)
+                              ceiling_count, device_work)
     except ValidationError as error:
         problems = "; ".join(f"CERTFACTORY_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
         raise click.ClickException(f"bad setting: {problems}") from None

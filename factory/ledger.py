@@ -40,6 +40,7 @@ _REQUEST_SET = update(requests).where(requests.c.id == bindparam("b_id"))
 _REQUEST_MOVE = update(requests).where(requests.c.id == bindparam("b_id"),
                                        requests.c.state.in_(bindparam("b_expected", expanding=True))) \
     .returning(requests.c.batch_id)
+_DEVICE_ADD = insert(devices)
 _DEVICE = select(devices).where(devices.c.serial == bindparam("b_serial"))
 _DEVICE_OF_REQUEST = select(devices).where(devices.c.request_id == bindparam("b_request"))
 _DEVICE_STATE = select(devices.c.state).where(devices.c.serial == bindparam("b_serial"))
@@ -256,13 +257,15 @@ class Ledger:
                     known = set(connection.execute(select(devices.c.serial).where(
                         devices.c.serial.in_([serial for serial, _ in found]))).scalars())
                     now = utcnow()
-                    for serial, token_dir in found:
-                        if serial in known:
-                            continue
-                        connection.execute(insert(devices).values(
-                            serial=serial, station=station, token_dir=token_dir, state="blank", created_at=now,
-                            updated_at=now))
-                        self.audit(connection, "device_provisioned", detail={"serial": serial, "station": station})
+                    fresh = [(serial, token_dir) for serial, token_dir in found if serial not in known]
+                    if fresh:
+                        connection.execute(_DEVICE_ADD, [
+                            {"serial": serial, "station": station, "token_dir": token_dir, "state": "blank",
+                             "created_at": now, "updated_at": now} for serial, token_dir in fresh])
+                        append_audit(connection, [
+                            {"at": now, "request_id": None, "batch_id": None, "kind": "device_provisioned",
+                             "from_state": None, "to_state": None,
+                             "detail": json.dumps({"serial": serial, "station": station})} for serial, _ in fresh])
                 return
             except IntegrityError:
                 if attempt == 2:

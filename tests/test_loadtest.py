@@ -41,10 +41,11 @@ def _loadtest(tmp_path: Path, name: str, *args: str) -> dict[str, Any]:
 
 def test_loadtest_reports_throughput_ceiling_stages_and_memory(tmp_path: Path, tools: dict[str, str]) -> None:
     """20 P-256 requests on 2 station processes: every request published, an efficiency
-    that makes sense, every stage timed, every worker process's memory sampled, a plot."""
+    that makes sense, every stage timed, every worker process's memory sampled, a plot,
+    and the ceiling with the device's own work beside the plain one."""
     plot = tmp_path / "run.png"
     report = _loadtest(tmp_path, "run", "--count", "20", "--key-type", "ecdsa-p256", "--processes", "2",
-                       "--plot", str(plot))
+                       "--plot", str(plot), "--device-work")
     for key in ("key_type", "count", "end_to_end_per_second", "ceiling_per_second", "efficiency", "stages",
                 "peak_rss_mb", "machine", "keygen_ms", "sign_ms", "calibration", "memory", "throughput"):
         assert key in report, key
@@ -69,6 +70,12 @@ def test_loadtest_reports_throughput_ceiling_stages_and_memory(tmp_path: Path, t
     assert all(ms > 0 for ms in processor["pipeline"].values()) and processor["ceiling"] > 0
     # the pipeline does all the ceiling does (key generation, signature) and more
     assert processor["pipeline"]["station"] + processor["pipeline"]["ca"] > 0.5 * processor["ceiling"]
+    # the ceiling with the device's own work (PINs, proof, certificate + chain written) does
+    # more on each device than the plain one: more processor per iteration, no faster
+    floor = report["device_work_ceiling"]
+    assert floor["per_second"] > 0 and floor["keygen_ms"]["count"] == 20
+    assert floor["processor_ms_per_iteration"] > processor["ceiling"], (floor, processor)
+    assert floor["of_ceiling"] < 1.2 and floor["pipeline_efficiency"] > 0
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert report["warnings"] == []
 
