@@ -248,7 +248,7 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
               type=click.Choice(["rsa2048", "rsa3072", "ecdsa-p256"]), help="Key type of every request.")
 @click.option("--processes", type=click.IntRange(1, 64), help="Station worker processes, and ceiling processes "
               "[default: CERTFACTORY_WORKER_PROCESSES, else one per core].")
-@click.option("--threads", type=click.IntRange(1, 64), help="Threads of the general pool [default: 4]; station "
+@click.option("--threads", type=click.IntRange(1, 64), help="Threads of the general pool [default: 1]; station "
               "and CA workers keep one thread per process.")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
               help="Run in this (fresh) home and keep it [default: a temporary one, removed afterwards].")
