@@ -36,6 +36,17 @@ def main() -> None:
             f"{max(run['memory'].get('growth_after_warmup_mb', {}).values(), default=0)}) "
             f"| {others.get('pipeline', {}).get('cores_used_by_others', '?')} / "
             f"{others.get('ceiling', {}).get('cores_used_by_others', '?')} |")
+    floors = [(name, run) for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json")
+              if (run := _load(folder, name)) and run.get("device_work_ceiling")]
+    if floors:
+        lines += ["", "The ceiling with the device's own work in its loop (PINs set, proof of possession, certificate "
+                  "and chain written to the device), measured in the same runs:", "",
+                  "| run | device-work ceiling /s | of the plain ceiling | pipeline against it | its processor ms "
+                  "per device |", "| --- | --- | --- | --- | --- |"]
+        for name, run in floors:
+            floor = run["device_work_ceiling"]
+            lines.append(f"| {name.removesuffix('.json')} | {floor['per_second']} | {floor['of_ceiling']:.0%} "
+                         f"| **{floor['pipeline_efficiency']:.0%}** | {floor['processor_ms_per_iteration']} |")
     processor = [(name, run["processor_ms_per_certificate"]) for name in ("loadtest-rsa2048.json",
                  "loadtest-ecdsa-p256.json") if (run := _load(folder, name)) and run.get("processor_ms_per_certificate")]
     if processor:
