@@ -15,8 +15,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, func, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, create_engine, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql import Executable
 from sqlalchemy.exc import IntegrityError
 
 from factory.errors import StateConflict
@@ -34,20 +35,20 @@ _AUDIT_HEAD_MOVE = update(audit_head).where(audit_head.c.id == 1)
 _AUDIT_APPEND = insert(audit_events)
 _AUDIT_TRAIL = select(audit_events).where(audit_events.c.request_id == bindparam("b_request")) \
     .order_by(audit_events.c.id)
-_REQUEST = select(requests).where(requests.c.id == bindparam("b_id"))
-_REQUEST_STATE = select(requests.c.state).where(requests.c.id == bindparam("b_id"))
-_REQUEST_SET = update(requests).where(requests.c.id == bindparam("b_id"))
-_REQUEST_MOVE = update(requests).where(requests.c.id == bindparam("b_id"),
-                                       requests.c.state.in_(bindparam("b_expected", expanding=True))) \
-    .returning(requests.c.batch_id)
+
+
+def _keyed(table: Table, key: str, bound: str, moved_returns: str) -> tuple[Executable, ...]:
+    """A stateful table's row, state, plain update and compare-and-set move, by its key."""
+    where = table.c[key] == bindparam(bound)
+    return (select(table).where(where), select(table.c.state).where(where), update(table).where(where),
+            update(table).where(where, table.c.state.in_(bindparam("b_expected", expanding=True)))
+            .returning(table.c[moved_returns]))
+
+
+_REQUEST, _REQUEST_STATE, _REQUEST_SET, _REQUEST_MOVE = _keyed(requests, "id", "b_id", "batch_id")
+_DEVICE, _DEVICE_STATE, _DEVICE_SET, _DEVICE_MOVE = _keyed(devices, "serial", "b_serial", "request_id")
 _DEVICE_ADD = insert(devices)
-_DEVICE = select(devices).where(devices.c.serial == bindparam("b_serial"))
 _DEVICE_OF_REQUEST = select(devices).where(devices.c.request_id == bindparam("b_request"))
-_DEVICE_STATE = select(devices.c.state).where(devices.c.serial == bindparam("b_serial"))
-_DEVICE_SET = update(devices).where(devices.c.serial == bindparam("b_serial"))
-_DEVICE_MOVE = update(devices).where(devices.c.serial == bindparam("b_serial"),
-                                     devices.c.state.in_(bindparam("b_expected", expanding=True))) \
-    .returning(devices.c.request_id)
 _BLANK_DEVICES = select(devices.c.serial).where(devices.c.station == bindparam("b_station"),
                                                 devices.c.state == "blank").limit(8)
 _DEVICE_CLAIM = update(devices).where(devices.c.serial == bindparam("b_serial"), devices.c.state == "blank") \
@@ -75,6 +76,15 @@ def utcnow() -> dt.datetime:
 def _utc_text(at: dt.datetime) -> str:
     # SQLite hands datetimes back naive, PostgreSQL aware: hash one spelling of UTC.
     return (at.astimezone(dt.UTC) if at.tzinfo else at).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def audit_event(kind: str, *, request_id: str | None = None, batch_id: str | None = None,
+                from_state: str | None = None, to_state: str | None = None,
+                detail: dict[str, Any] | None = None, at: dt.datetime | None = None) -> dict[str, Any]:
+    """One audit event, ready for ``append_audit`` (the detail as JSON)."""
+    return {"at": at or utcnow(), "request_id": request_id, "batch_id": batch_id, "kind": kind,
+            "from_state": from_state, "to_state": to_state,
+            "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None}
 
 
 def audit_hash(prev_hash: str, event: dict[str, Any] | Row) -> str:
@@ -147,10 +157,8 @@ class Ledger:
               from_state: str | None = None, to_state: str | None = None,
               detail: dict[str, Any] | None = None) -> None:
         """Append an audit event inside the caller's transaction."""
-        append_audit(connection, [{
-            "at": utcnow(), "request_id": request_id, "batch_id": batch_id, "kind": kind, "from_state": from_state,
-            "to_state": to_state, "detail": json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
-        }])
+        append_audit(connection, [audit_event(kind, request_id=request_id, batch_id=batch_id, from_state=from_state,
+                                              to_state=to_state, detail=detail)])
 
     def audit_trail(self, request_id: str) -> list[Row]:
         """Every audit event of one request, oldest first."""
@@ -263,9 +271,8 @@ class Ledger:
                             {"serial": serial, "station": station, "token_dir": token_dir, "state": "blank",
                              "created_at": now, "updated_at": now} for serial, token_dir in fresh])
                         append_audit(connection, [
-                            {"at": now, "request_id": None, "batch_id": None, "kind": "device_provisioned",
-                             "from_state": None, "to_state": None,
-                             "detail": json.dumps({"serial": serial, "station": station})} for serial, _ in fresh])
+                            audit_event("device_provisioned", detail={"serial": serial, "station": station}, at=now)
+                            for serial, _ in fresh])
                 return
             except IntegrityError:
                 if attempt == 2:
