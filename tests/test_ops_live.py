@@ -74,6 +74,13 @@ def test_prometheus_scrapes_serve_during_a_demo_and_promtool_accepts_the_live_me
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address={web}", "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_listening(f"http://{web}/-/ready", children[-1], 60)
+        # the demo publishes its 60 in seconds: a series Prometheus first sees at its final value
+        # gives rate() nothing, so the demo starts once serve has been scraped
+        deadline = time.monotonic() + 60
+        while not _query(f"http://{web}", "certfactory_certificates_published_total"):
+            if time.monotonic() > deadline:
+                pytest.fail("Prometheus never scraped serve's /metrics")
+            time.sleep(0.2)
         demo = subprocess.Popen([sys.executable, "-m", "certfactory.cli", "demo", "--count", "60", "--key-type",
                                  "ecdsa-p256"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -93,7 +100,8 @@ def test_prometheus_scrapes_serve_during_a_demo_and_promtool_accepts_the_live_me
                 break
         out, err = demo.communicate(timeout=300)
         assert demo.returncode == 0, out.decode()[-2000:] + err.decode()[-2000:]
-        assert throughput > 0, f"Prometheus never saw a certificate published ({query})"
+        assert throughput > 0, (f"Prometheus never saw a certificate published ({query}): "
+                                f"{_query(f'http://{web}', 'certfactory_certificates_published_total[2m]')}")
         assert exposition, "serve never exposed the workers' metrics during the run"
         checked = promtool("check", "metrics", stdin=exposition)
         complaints = [line for line in (checked.stdout + checked.stderr).splitlines() if "certfactory_" in line]
