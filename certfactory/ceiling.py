@@ -21,10 +21,10 @@ device, ejecting it, envelopes and manifests, queues and the ledger. Simulated d
 latency is added here explicitly (after keygen and after the signature), never through
 the environment.
 
-``device_work=True`` (``bench/device_floor.py``) adds to each iteration the token work
-DESIGN.md §2 asks of every device and that no queue or ledger can spare: the SO and
-user PINs set, the proof of possession signed with the new key, the certificate and the
-CA chain written to the device. Its rate bounds any pipeline's from above more tightly
+``device_work=True`` (``certfactory loadtest --device-work``) adds to each iteration the
+token work DESIGN.md §2 asks of every device and that no queue or ledger can spare (step
+by step in ``bench/device_floor.py``): the SO and user PINs set, the proof of possession
+signed with the new key, the certificate and the CA chain written to the device. Its rate bounds any pipeline's from above more tightly
 than the ceiling's: what the pipeline loses against it is overhead, what it loses
 between the two is the device's own work.
 """
