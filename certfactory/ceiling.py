@@ -138,9 +138,11 @@ def worker(home: Path, key_type: str, count: int, keygen_delay: float, sign_dela
 
 def _prepare(settings: Settings, shares: list[int]) -> Path:
     """The ceiling's token directories: per process, a copy of the CA token and one blank
-    device per iteration (warm-up included), made before the timing starts."""
+    device per iteration (warm-up included), made before the timing starts. They live where
+    the station keeps its devices (``device_storage``): the CA token's copy there is only
+    read from (a signature writes nothing)."""
     layout = wiring.home(settings)
-    folder = layout.root / "ceiling"
+    folder = (settings.device_storage or layout.root) / "ceiling"
     shutil.rmtree(folder, ignore_errors=True)
     for index, share in enumerate(shares):
         tokendir = folder / str(index) / "tokens"

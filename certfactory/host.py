@@ -211,6 +211,18 @@ def _tool_version(command: list[str]) -> str | None:
     return (result.stdout or result.stderr).strip().splitlines()[0] if (result.stdout or result.stderr) else None
 
 
+def filesystem(path: Path) -> str | None:
+    """The type of the filesystem holding ``path`` (``tmpfs``, ``ext4`` …), from /proc/mounts."""
+    try:
+        mounts = [line.split()[1:3] for line in (PROC / "mounts").read_text().splitlines()]
+    except OSError:
+        return None
+    resolved = str(path.resolve())
+    best = max((m for m in mounts if resolved == m[0] or resolved.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=None)
+    return best[1] if best else None
+
+
 def _cpu_model() -> str | None:
     try:
         for line in (PROC / "cpuinfo").read_text().splitlines():

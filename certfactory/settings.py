@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     ca_token_label: str = Field(default="certfactory-ca", description="Label of the CA token")
     ca_pin_file: Path | None = Field(default=None, description="File holding the CA token user PIN (mode 0600)")
     station: str = Field(default="station-1", description="Name of this personalisation station")
+    device_storage: Path | None = Field(
+        default=None, description="Where SoftHSM2 keeps the device tokens (station ports, shelf, packaged devices); "
+        "default the home. A RAM disk stands in for a real token's own memory (the load test's default); devices "
+        "kept there vanish at reboot")
     station_ports: int = Field(default=8, ge=1, le=256, description="Blank devices a station provisions at once")
     ca_organization: str = Field(default="certfactory Demo CA", description="O of the CA certificates")
     repository_url: str = Field(

@@ -90,7 +90,7 @@ def policy(settings: Settings) -> Policy:
 def station(settings: Settings) -> Station:
     """This host's personalisation station."""
     return Station(settings.station, home(settings).root, settings.device_pkcs11_module, settings.station_ports,
-                   simulated_keygen_seconds=settings.simulated_keygen_seconds)
+                   storage=settings.device_storage, simulated_keygen_seconds=settings.simulated_keygen_seconds)
 
 
 def ca_token(settings: Settings) -> CAToken:

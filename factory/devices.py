@@ -51,7 +51,7 @@ def _new_pin(length: int) -> str:
 class Station:
     """A personalisation station: its token directory, the devices it ejects, the envelopes."""
 
-    def __init__(self, name: str, home: Path, module: str, ports: int = 8, *,
+    def __init__(self, name: str, home: Path, module: str, ports: int = 8, *, storage: Path | None = None,
                  simulated_keygen_seconds: float = 0.0) -> None:
         self.name = name
         self.module = module
@@ -61,10 +61,14 @@ class Station:
         # serial → token as this process last read the slots: listing every slot costs
         # a call per token, three times per device; forgotten whenever the slots are re-read
         self._tokens: dict[str, Any] = {}
-        self.root = home / "station" / name
+        # The devices' tokens (ports, shelf, packaged) live in ``storage``: SoftHSM2 rewrites a
+        # token's object file once per attribute, which on a journaling disk costs a real
+        # token nothing like it (PARTS.md); the PIN envelopes stay in the home, on disk.
+        storage = storage or home
+        self.root = storage / "station" / name
         self.tokendir = self.root / "tokens"
         self.config = self.root / "softhsm2.conf"
-        self.devices_root = home / "devices"
+        self.devices_root = storage / "devices"
         self.envelopes = home / "pin-envelopes"
 
     def prepare(self) -> None:

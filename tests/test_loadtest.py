@@ -78,6 +78,12 @@ def test_loadtest_reports_throughput_ceiling_stages_and_memory(tmp_path: Path, t
     assert floor["of_ceiling"] < 1.2 and floor["pipeline_efficiency"] > 0
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert report["warnings"] == []
+    # the device tokens were in RAM (removed at the end), the ledger and envelopes in the home
+    storage = report["device_storage"]
+    assert storage["where"] == "ram" and storage["filesystem"] == "tmpfs", storage
+    assert not Path(storage["path"]).exists()
+    assert not (tmp_path / "run" / "devices").exists() and not (tmp_path / "run" / "station").exists()
+    assert len(list((tmp_path / "run" / "pin-envelopes").glob("*.json"))) >= 20
 
 
 def test_plan_predicts_a_simulated_latency_load_test_within_a_quarter(tmp_path: Path, tools: dict[str, str]) -> None:

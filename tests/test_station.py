@@ -26,7 +26,8 @@ def _exercise_station(home: Path, results: Any) -> None:
     from factory.devices import Station
 
     seen: dict[str, Any] = {}
-    station = Station("bench", home, SOFTHSM2_MODULE, ports=3)
+    storage = home / "device-storage"  # the device tokens apart from the home (the load test puts them in RAM)
+    station = Station("bench", home / "home", SOFTHSM2_MODULE, ports=3, storage=storage)
     station.prepare()
     seen["stocked"] = station.stock_blank(5)
     shelf = set(softhsm.token_directories(station.stock).values())
@@ -57,6 +58,9 @@ def _exercise_station(home: Path, results: Any) -> None:
     der = certificate.public_bytes(Encoding.DER)
     station.eject(serial, token_dir)
     seen["off_station"] = not (station.tokendir / token_dir).exists()
+    seen["layout"] = ((storage / "devices" / serial / "tokens" / token_dir).is_dir()
+                      and station.envelope_path(serial).parent == home / "home" / "pin-envelopes"
+                      and station.envelope_path(serial).exists() and not (home / "home" / "devices").exists())
     for _ in range(2):  # a retry after a crash writes nothing twice
         station.write_certificates(serial, key_id, "cf-request-1",
                                    (der, name.public_bytes(), certificate.public_key().public_bytes(
@@ -90,4 +94,5 @@ def test_the_shelf_the_key_with_its_proof_and_packaging(tmp_path: Path) -> None:
     assert seen["second"] == 3 and seen["left_after_second"] == 0
     assert seen["proof_verifies"] and seen["same_key_again"]
     assert seen["off_station"] and seen["certificates_on_device"] == 2
+    assert seen["layout"], "packaged devices belong in the device storage, PIN envelopes in the home"
     assert seen["station_again"]
