@@ -12,7 +12,11 @@ against the ceiling on this host, with its queues, ledger and files free:
 
     bound = ceiling steps / (ceiling steps + the device's own work beyond them)
 
-    .venv/bin/python bench/device_floor.py --devices 60 --key-type rsa2048 --json bench/results/device_floor-rsa2048.json
+``--device-storage ram`` keeps the tokens in /dev/shm (as the load test does by default),
+``disk`` in a temporary folder on this host's disk.
+
+    .venv/bin/python bench/device_floor.py --devices 60 --key-type rsa2048 --device-storage ram \
+        --json bench/results/device_floor-rsa2048-ram.json
 """
 
 from __future__ import annotations
@@ -162,12 +166,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=60)
     parser.add_argument("--key-type", default="ecdsa-p256", choices=sorted(tokens.KEY_SPECS))
+    parser.add_argument("--device-storage", choices=("ram", "disk"), default="ram")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="certfactory-device-floor-") as home:
+    where = "/dev/shm" if args.device_storage == "ram" else None
+    with tempfile.TemporaryDirectory(prefix="certfactory-device-floor-", dir=where) as home:
         started = time.time()
+        filesystem = host.filesystem(Path(home))
         result = run(args.devices, args.key_type, Path(home))
-    result = {"benchmark": "device_floor", **result, "seconds": round(time.time() - started, 1),
+    result = {"benchmark": "device_floor", **result,
+              "device_storage": {"where": args.device_storage, "filesystem": filesystem},
+              "seconds": round(time.time() - started, 1),
               "machine": host.machine(), "code": loadreport.code_version()}
     text = json.dumps(result, indent=1)
     if args.json:

@@ -6,7 +6,7 @@
 # Run it on a quiet machine: other load on the cores skews the pipeline and the ceiling
 # differently (each report says how many cores the rest of the machine took).
 #
-#   bench/standard_runs.sh            # about 10 minutes on a 2-core machine
+#   bench/standard_runs.sh            # about 15 minutes on a 2-core machine
 #   PROCESSES=4 bench/standard_runs.sh
 set -eu
 cd "$(dirname "$0")/.."
@@ -21,11 +21,22 @@ run loadtest --count 600 --key-type rsa2048 --processes "$P" --device-work \
     --json "$OUT/loadtest-rsa2048.json" --plot "$OUT/loadtest-rsa2048.png"
 run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" --device-work \
     --json "$OUT/loadtest-ecdsa-p256.json" --plot "$OUT/loadtest-ecdsa-p256.png"
+# the same with the device tokens on this host's disk instead of RAM (SoftHSM2's file store
+# then slows the ceiling's devices as much as the pipeline's)
+run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" --device-work --device-storage home \
+    --json "$OUT/loadtest-ecdsa-p256-disk.json"
 # memory: peak RSS per worker process and its growth over 2,000 certificates
 run loadtest --count 2000 --key-type ecdsa-p256 --processes "$P" --ceiling-count 400 \
     --json "$OUT/loadtest-memory-2000.json" --plot "$OUT/loadtest-memory-2000.png"
 echo "== plan check" >&2
 "$PY" bench/plan_check.py --processes "$P" --json "$OUT/plan_check.json"
+echo "== the device's own work, step by step, in RAM and on disk" >&2
+for kt in rsa2048 ecdsa-p256; do
+    for where in ram disk; do
+        "$PY" bench/device_floor.py --devices 60 --key-type "$kt" --device-storage "$where" \
+            --json "$OUT/device_floor-$kt-$where.json" > /dev/null
+    done
+done
 echo "== station growth" >&2
 "$PY" bench/station_growth.py --devices 2000 --json "$OUT/station_growth.json" > /dev/null
 "$PY" bench/summary.py "$OUT" > "$OUT/SUMMARY.md"

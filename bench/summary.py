@@ -20,9 +20,11 @@ def _load(folder: Path, name: str) -> dict[str, Any] | None:
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
     lines = ["| run | certificates | end-to-end /s | ceiling /s | efficiency | peak RSS per worker (MB) "
-             "| cores the rest of the machine took (pipeline / ceiling) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| cores the rest of the machine took (pipeline / ceiling) | device tokens |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     machine: dict[str, Any] | None = None
-    for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json", "loadtest-memory-2000.json"):
+    for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json", "loadtest-ecdsa-p256-disk.json",
+                 "loadtest-memory-2000.json"):
         run = _load(folder, name)
         if run is None:
             continue
@@ -35,8 +37,10 @@ def main() -> None:
             f"| max {max(workers.values(), default=0)} (growth after warm-up: max "
             f"{max(run['memory'].get('growth_after_warmup_mb', {}).values(), default=0)}) "
             f"| {others.get('pipeline', {}).get('cores_used_by_others', '?')} / "
-            f"{others.get('ceiling', {}).get('cores_used_by_others', '?')} |")
-    floors = [(name, run) for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json")
+            f"{others.get('ceiling', {}).get('cores_used_by_others', '?')} "
+            f"| {run.get('device_storage', {}).get('filesystem') or 'home'} |")
+    floors = [(name, run) for name in ("loadtest-rsa2048.json", "loadtest-ecdsa-p256.json",
+                                       "loadtest-ecdsa-p256-disk.json")
               if (run := _load(folder, name)) and run.get("device_work_ceiling")]
     if floors:
         lines += ["", "The ceiling with the device's own work in its loop (PINs set, proof of possession, certificate "
@@ -48,7 +52,7 @@ def main() -> None:
             lines.append(f"| {name.removesuffix('.json')} | {floor['per_second']} | {floor['of_ceiling']:.0%} "
                          f"| **{floor['pipeline_efficiency']:.0%}** | {floor['processor_ms_per_iteration']} |")
     processor = [(name, run["processor_ms_per_certificate"]) for name in ("loadtest-rsa2048.json",
-                 "loadtest-ecdsa-p256.json") if (run := _load(folder, name)) and run.get("processor_ms_per_certificate")]
+                 "loadtest-ecdsa-p256.json", "loadtest-ecdsa-p256-disk.json") if (run := _load(folder, name)) and run.get("processor_ms_per_certificate")]
     if processor:
         lines += ["", "Processor time per certificate (ms), by pool, against the ceiling's per iteration:", "",
                   "| run | station | packager | CA | general | Redis | agency | pipeline | ceiling |",
@@ -58,6 +62,16 @@ def main() -> None:
             lines.append(f"| {name.removesuffix('.json')} | " + " | ".join(
                 str(pools.get(pool, "-")) for pool in ("station", "packager", "ca", "general", "redis", "agency"))
                 + f" | {figures['pipeline_total']} | {figures['ceiling']} |")
+    steps = [(kt, where, run) for kt in ("rsa2048", "ecdsa-p256") for where in ("ram", "disk")
+             if (run := _load(folder, f"device_floor-{kt}-{where}.json"))]
+    if steps:
+        lines += ["", "The device's own work beyond the ceiling's, step by step (bench/device_floor.py, one process, "
+                  "processor ms per device), and the efficiency it leaves any pipeline with its queues and ledger "
+                  "free:", "", "| key, device tokens | ceiling steps | device's work beyond | bound |",
+                  "| --- | --- | --- | --- |"]
+        for kt, where, run in steps:
+            lines.append(f"| {kt}, {where} ({run['device_storage']['filesystem']}) | {run['ceiling_processor_ms']} "
+                         f"| {run['device_work_beyond_ceiling_ms']} | **{run['efficiency_bound']:.0%}** |")
     plan = _load(folder, "plan_check.json")
     if plan:
         lines.append("")
