@@ -124,7 +124,8 @@ def run(devices: int, key_type: str, home: Path) -> dict[str, Any]:
             pin = station._envelope_or_fail(serial).user_pin
             token = station._token(serial)
             with tokens.token_lock:
-                steps.time("ceiling: login + keygen", lambda: _login_keygen(token, pin, key_type, key_id, generate_keypair))
+                steps.time("ceiling: login + keygen",
+                           lambda: _login_keygen(token, pin, key_type, key_id, generate_keypair))
             continue
         steps.time("personalise: envelope + SO and user PINs", lambda: station.personalise(serial))
         public_der, _ = steps.time(

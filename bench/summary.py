@@ -52,7 +52,8 @@ def main() -> None:
             lines.append(f"| {name.removesuffix('.json')} | {floor['per_second']} | {floor['of_ceiling']:.0%} "
                          f"| **{floor['pipeline_efficiency']:.0%}** | {floor['processor_ms_per_iteration']} |")
     processor = [(name, run["processor_ms_per_certificate"]) for name in ("loadtest-rsa2048.json",
-                 "loadtest-ecdsa-p256.json", "loadtest-ecdsa-p256-disk.json") if (run := _load(folder, name)) and run.get("processor_ms_per_certificate")]
+                 "loadtest-ecdsa-p256.json", "loadtest-ecdsa-p256-disk.json")
+                 if (run := _load(folder, name)) and run.get("processor_ms_per_certificate")]
     if processor:
         lines += ["", "Processor time per certificate (ms), by pool, against the ceiling's per iteration:", "",
                   "| run | station | packager | CA | general | Redis | agency | pipeline | ceiling |",

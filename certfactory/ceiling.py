@@ -24,9 +24,9 @@ the environment.
 ``device_work=True`` (``certfactory loadtest --device-work``) adds to each iteration the
 token work DESIGN.md §2 asks of every device and that no queue or ledger can spare (step
 by step in ``bench/device_floor.py``): the SO and user PINs set, the proof of possession
-signed with the new key, the certificate and the CA chain written to the device. Its rate bounds any pipeline's from above more tightly
-than the ceiling's: what the pipeline loses against it is overhead, what it loses
-between the two is the device's own work.
+signed with the new key, the certificate and the CA chain written to the device. Its
+rate bounds any pipeline's from above more tightly than the ceiling's: what the pipeline
+loses against it is overhead, what it loses between the two is the device's own work.
 """
 
 from __future__ import annotations
@@ -215,6 +215,31 @@ def run_ceiling(settings: Settings, key_type: str, count: int, processes: int, k
                   ". Rate = per-process iterations / loop time, summed over the processes",
         "device_work": device_work,
         **{f"{name}_ms": summary(values, 1000, 3) for name, values in every.items()},
+        "_samples": every,  # for combine()
+    }
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ceiling from runs of it on either side of the pipeline. This host's speed drifts
+    by several percent over minutes (an RSA-2048 ceiling with the device's work, more per
+    iteration, came out 5% faster than the plain one run just before it), so a ceiling
+    measured only after the pipeline carries the drift into the efficiency; runs before
+    and after weigh it on both sides alike. Rate: the iteration-weighted mean."""
+    iterations = sum(run["iterations"] for run in runs)
+    samples = {name: [value for run in runs for value in run["_samples"][name]] for name in runs[-1]["_samples"]}
+
+    def weighted(key: str) -> float:
+        return round(sum(run[key] * run["iterations"] for run in runs) / iterations, 3)
+
+    parts = f"; {len(runs)} runs, before and after the pipeline, rate = their iteration-weighted mean"
+    return {
+        **{key: value for key, value in runs[-1].items() if key != "_samples"},
+        "iterations": iterations, "per_second": weighted("per_second"),
+        "per_second_by_run": [run["per_second"] for run in runs],
+        "wall_seconds": round(sum(run["wall_seconds"] for run in runs), 3),
+        "processor_ms_per_iteration": weighted("processor_ms_per_iteration"),
+        "method": runs[-1]["method"] + (parts if len(runs) > 1 else ""),
+        **{f"{name}_ms": summary(values, 1000, 3) for name, values in samples.items()},
     }
 
 

@@ -26,11 +26,11 @@ def code_version() -> dict[str, Any]:
                                     check=False)
         except (OSError, subprocess.TimeoutExpired):
             return ""
-        return result.stdout.strip() if result.returncode == 0 else ""
+        return result.stdout.rstrip() if result.returncode == 0 else ""  # porcelain lines start with a space
 
     changed = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "--short", "HEAD") or None,
-            "modified": [line[3:] for line in changed.splitlines()]}
+            "modified": [line[3:] for line in changed.splitlines() if len(line) > 3]}
 
 
 def build(count: int, key_type: str, processes: int, submitted: float, requests: dict[str, dict[str, float]],

@@ -14,7 +14,10 @@ The run, in a fresh home (a temporary one unless ``--home``):
    process lifetime, and that is no part of the steady state.
 3. N synthetic requests submitted as one batch; the agency is a loop here that activates
    every request as soon as it reaches awaiting_activation (polling every 100 ms).
-4. After the pools stop, the ceiling (``certfactory.ceiling``) with P processes.
+4. The ceiling (``certfactory.ceiling``) with P processes, half its iterations before the
+   pipeline (1) and half after the pools stop (4), so the host's drift in speed between
+   the two weighs on both sides alike (``ceiling.combine``); with ``--device-work`` the
+   device-work ceiling too, in the order plain, device work | pipeline | device work, plain.
 
 The device tokens, the pipeline's and the ceiling's alike, live in RAM (a folder in
 /dev/shm, ``--device-storage ram``, the default) or in the home (``home``). SoftHSM2
@@ -63,7 +66,7 @@ from rich.progress import (
 )
 
 from certfactory import embedded, host, loadprobe, loadreport, loadstats, wiring
-from certfactory.ceiling import run_ceiling
+from certfactory.ceiling import combine, run_ceiling
 from certfactory.demo import write_batch
 from certfactory.demo_agency import submit_endorsed
 from certfactory.messaging import actors_for
@@ -155,6 +158,17 @@ def _drive(settings: Settings, ledger: Ledger, batch_id: str, total: int, pools:
     issuance.ledger.close()
 
 
+def _ceiling(settings: Settings, key_type: str, count: int, keygen_delay: float, sign_delay: float,
+             console: Console, device_work: bool, when: str) -> dict[str, Any]:
+    """One run of the ceiling (``device_work``: with the device's own work), with a bar."""
+    title = f"{'ceiling with the device work' if device_work else 'ceiling (keygen + sign)'}, {when} the pipeline"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task(title, total=count)
+        return run_ceiling(settings, key_type, count, settings.station_processes, keygen_delay, sign_delay,
+                           lambda done: progress.update(task, completed=done), device_work=device_work)
+
+
 def _stock_station(settings: Settings, count: int, console: Console) -> None:
     """Blank devices onto the station's shelf before the timing, as the ceiling makes its
     blank devices before its timing: a station is stocked from the vendor's shipment, and
@@ -184,6 +198,11 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
     wiring.initialise(settings)
     _stock_station(settings, count + (WARM_UP_PER_PROCESS + settings.station_ports) * settings.station_processes,
                    console)
+    total = ceiling_count or count
+    first = total // 2 if total >= 2 * settings.station_processes else 0  # each run: a device per process at least
+    kinds = (False, True) if device_work else (False,)
+    before = {kind: _ceiling(settings, key_type, first, keygen_delay, sign_delay, console, kind, "before")
+              for kind in kinds} if first else {}
     server = embedded.RedisServer(layout.run / "redis").start()
     run_settings = settings.model_copy(update={"redis_url": server.url})
     probe_dir = layout.run / "probe"
@@ -229,15 +248,10 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
     ledger.close()
     probe = loadstats.of_batch(loadstats.read_probe(probe_dir), requests, submitted)
     cpu.mark("ceiling")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        task = progress.add_task("ceiling (keygen + sign)", total=ceiling_count or count)
-        ceiling = run_ceiling(settings, key_type, ceiling_count or count, settings.station_processes, keygen_delay,
-                              sign_delay, lambda done: progress.update(task, completed=done))
-        if device_work:
-            task = progress.add_task("ceiling with the device's own work", total=ceiling_count or count)
-            floor = run_ceiling(settings, key_type, ceiling_count or count, settings.station_processes, keygen_delay,
-                                sign_delay, lambda done: progress.update(task, completed=done), device_work=True)
+    after = {kind: _ceiling(settings, key_type, total - first, keygen_delay, sign_delay, console, kind, "after")
+             for kind in reversed(kinds)}
+    ceiling = combine([run for run in (before.get(False), after[False]) if run])
+    floor = combine([run for run in (before.get(True), after[True]) if run]) if device_work else {}
     result = loadreport.build(count, key_type, settings.station_processes, submitted, requests, counts, probe,
                               ceiling, sampler, keygen_delay, sign_delay)
     assert sampler is not None

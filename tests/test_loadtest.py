@@ -63,6 +63,8 @@ def test_loadtest_reports_throughput_ceiling_stages_and_memory(tmp_path: Path, t
     assert len(workers) == 2 + 2 + 1 + 1, report["peak_rss_mb"]  # station ×2, packaging ×2, CA ×1, general ×1
     assert all(mb > 0 for mb in report["peak_rss_mb"].values())
     assert report["keygen_ms"]["ceiling"]["count"] == 20 and report["keygen_ms"]["pipeline"]["count"] == 20
+    # the ceiling ran half before the pipeline and half after it
+    assert len(report["ceiling"]["per_second_by_run"]) == 2 and report["ceiling"]["iterations"] == 20
     assert report["sign_ms"]["pipeline"]["p50"] > 0
     assert report["machine"]["cores"] and report["machine"]["softhsm2"] and report["machine"]["dramatiq"]
     processor = report["processor_ms_per_certificate"]  # every pool, the broker and the agency: each did work
