@@ -17,9 +17,16 @@ def _load(folder: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _runs(ceiling: dict[str, Any]) -> str:
+    """The rates of a ceiling's runs before and after the pipeline, when it had two."""
+    runs = ceiling.get("per_second_by_run") or []
+    return f" ({', '.join(map(str, runs))})" if len(runs) > 1 else ""
+
+
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results")
-    lines = ["| run | certificates | end-to-end /s | ceiling /s | efficiency | peak RSS per worker (MB) "
+    lines = ["| run | certificates | end-to-end /s | ceiling /s (runs before, after) | efficiency "
+             "| peak RSS per worker (MB) "
              "| cores the rest of the machine took (pipeline / ceiling) | device tokens |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     machine: dict[str, Any] | None = None
@@ -33,7 +40,8 @@ def main() -> None:
         others = run["machine"].get("cores_busy", {})
         lines.append(
             f"| {name.removesuffix('.json')} ({run['key_type']}, {run['processes']} processes) | {run['published']} "
-            f"| {run['end_to_end_per_second']} | {run['ceiling_per_second']} | **{run['efficiency']:.0%}** "
+            f"| {run['end_to_end_per_second']} | {run['ceiling_per_second']}{_runs(run['ceiling'])} "
+            f"| **{run['efficiency']:.0%}** "
             f"| max {max(workers.values(), default=0)} (growth after warm-up: max "
             f"{max(run['memory'].get('growth_after_warmup_mb', {}).values(), default=0)}) "
             f"| {others.get('pipeline', {}).get('cores_used_by_others', '?')} / "
@@ -49,7 +57,8 @@ def main() -> None:
                   "per device |", "| --- | --- | --- | --- | --- |"]
         for name, run in floors:
             floor = run["device_work_ceiling"]
-            lines.append(f"| {name.removesuffix('.json')} | {floor['per_second']} | {floor['of_ceiling']:.0%} "
+            lines.append(f"| {name.removesuffix('.json')} | {floor['per_second']}{_runs(floor)} "
+                         f"| {floor['of_ceiling']:.0%} "
                          f"| **{floor['pipeline_efficiency']:.0%}** | {floor['processor_ms_per_iteration']} |")
     processor = [(name, run["processor_ms_per_certificate"]) for name in ("loadtest-rsa2048.json",
                  "loadtest-ecdsa-p256.json", "loadtest-ecdsa-p256-disk.json")

@@ -114,7 +114,7 @@ def device_work(result: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]
     queues and the ledger come to free)."""
     rate = floor["per_second"]
     return {
-        "per_second": rate,
+        "per_second": rate, "per_second_by_run": floor.get("per_second_by_run"),
         "of_ceiling": round(rate / result["ceiling_per_second"], 3) if result["ceiling_per_second"] else None,
         "pipeline_efficiency": round(result["end_to_end_per_second"] / rate, 3) if rate else None,
         "processor_ms_per_iteration": floor.get("processor_ms_per_iteration"),
