@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import tempfile
 import time
@@ -40,7 +39,7 @@ from certfactory import host, loadreport
 from certfactory.loadstats import summary
 from certfactory.settings import SOFTHSM2_MODULE
 from factory import softhsm, tokens
-from factory.devices import TRANSPORT_SO_PIN, TRANSPORT_USER_PIN, Station
+from factory.devices import TRANSPORT_SO_PIN, Station
 
 T = TypeVar("T")
 CA_USER_PIN = "bench-ca-0000"
@@ -175,15 +174,8 @@ def main() -> None:
         started = time.time()
         filesystem = host.filesystem(Path(home))
         result = run(args.devices, args.key_type, Path(home))
-    result = {"benchmark": "device_floor", **result,
-              "device_storage": {"where": args.device_storage, "filesystem": filesystem},
-              "seconds": round(time.time() - started, 1),
-              "machine": host.machine(), "code": loadreport.code_version()}
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    result["device_storage"] = {"where": args.device_storage, "filesystem": filesystem}
+    loadreport.write_benchmark("device_floor", result, started, args.json)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ the slots are re-read).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from certfactory import host, loadreport
+from certfactory import loadreport
 from certfactory.settings import SOFTHSM2_MODULE
 from certfactory.loadstats import summary
 from factory import softhsm, tokens
@@ -83,13 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="certfactory-station-growth-") as home:
         started = time.time()
         result = run(args.devices, args.key_type, args.ports, args.keep_on_station, Path(home))
-    result = {"benchmark": "station_growth", **result, "seconds": round(time.time() - started, 1),
-              "machine": host.machine(), "code": loadreport.code_version()}
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    loadreport.write_benchmark("station_growth", result, started, args.json)
 
 
 if __name__ == "__main__":

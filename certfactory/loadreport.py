@@ -4,7 +4,9 @@ table printed at the end of a run."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,17 @@ def code_version() -> dict[str, Any]:
     changed = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "--short", "HEAD") or None,
             "modified": [line[3:] for line in changed.splitlines() if len(line) > 3]}
+
+
+def write_benchmark(name: str, result: dict[str, Any], started: float, json_file: Path | None) -> None:
+    """A ``bench/`` script's result with its duration, the machine and the code: printed,
+    and written to ``json_file`` when given."""
+    text = json.dumps({"benchmark": name, **result, "seconds": round(time.time() - started, 1),
+                       "machine": host.machine(), "code": code_version()}, indent=1, ensure_ascii=False)
+    if json_file:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(text + "\n")
+    print(text)
 
 
 def build(count: int, key_type: str, processes: int, submitted: float, requests: dict[str, dict[str, float]],
