@@ -96,3 +96,25 @@ def test_the_shelf_the_key_with_its_proof_and_packaging(tmp_path: Path) -> None:
     assert seen["off_station"] and seen["certificates_on_device"] == 2
     assert seen["layout"], "packaged devices belong in the device storage, PIN envelopes in the home"
     assert seen["station_again"]
+
+
+def test_device_floor_benchmark_times_every_step_of_the_device_path(tmp_path: Path) -> None:
+    """``bench/device_floor.py`` on a few P-256 devices in RAM: every step of the station's
+    path and the ceiling's own steps timed, the device's work beyond the ceiling positive,
+    and the bound it leaves below 1."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "floor.json"
+    bench = Path(__file__).parent.parent / "bench" / "device_floor.py"
+    done = subprocess.run([sys.executable, str(bench), "--devices", "3", "--key-type", "ecdsa-p256", "--json",
+                           str(out)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "device_floor" and result["device_storage"]["filesystem"] == "tmpfs"
+    assert len(result["steps"]) == 8, list(result["steps"])
+    assert all(step["processor_ms"]["count"] == 3 for step in result["steps"].values())
+    certificates = result["steps"]["write_certificates: re-read, login, 3 certificate objects"]
+    assert certificates["read_write_syscalls_mean"] > 30  # three objects, each file rewritten per attribute
+    assert result["device_work_beyond_ceiling_ms"] > 0 and 0 < result["efficiency_bound"] < 1
