@@ -141,6 +141,11 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                   f"end-to-end {result['end_to_end_per_second']}/s (middle 80%: {result['middle_80_per_second']}/s), "
                   f"ceiling {result['ceiling_per_second']}/s → [bold]efficiency {result['efficiency']}[/] "
                   f"(adjusted for the rest of the machine's load: {result.get('efficiency_load_adjusted')})")
+    runs, storage = result.get("ceiling", {}).get("per_second_by_run") or [], result.get("device_storage") or {}
+    if len(runs) > 1:
+        console.print(f"the ceiling's runs before and after the pipeline: {', '.join(map(str, runs))}/s")
+    if storage:
+        console.print(f"device tokens in {storage['path']} ({storage.get('filesystem') or '?'})")
     floor = result.get("device_work_ceiling")
     if floor:
         console.print(f"ceiling with the device's own work (PINs, proof, certificate + chain written) "
