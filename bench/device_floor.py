@@ -120,7 +120,9 @@ def run(devices: int, key_type: str, home: Path) -> dict[str, Any]:
         key_id = tokens.key_id_for(f"bench-{index}")
         if index % 2:  # the ceiling's steps, on a device of its own
             station.personalise(serial)
-            pin = station._envelope_or_fail(serial).user_pin
+            envelope = station.read_envelope(serial)
+            assert envelope is not None  # personalised a moment ago
+            pin = envelope.user_pin
             token = station._token(serial)
             with tokens.token_lock:
                 steps.time("ceiling: login + keygen",
