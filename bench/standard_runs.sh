@@ -23,7 +23,7 @@ run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" --device-work \
     --json "$OUT/loadtest-ecdsa-p256.json" --plot "$OUT/loadtest-ecdsa-p256.png"
 # the same with the device tokens on this host's disk instead of RAM (SoftHSM2's file store
 # then slows the ceiling's devices as much as the pipeline's)
-run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" --device-work --device-storage home \
+run loadtest --count 1000 --key-type ecdsa-p256 --processes "$P" --device-work --device-storage disk \
     --json "$OUT/loadtest-ecdsa-p256-disk.json"
 # memory: peak RSS per worker process and its growth over 2,000 certificates
 run loadtest --count 2000 --key-type ecdsa-p256 --processes "$P" --ceiling-count 400 \

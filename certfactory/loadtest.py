@@ -20,7 +20,7 @@ The run, in a fresh home (a temporary one unless ``--home``):
    device-work ceiling too, in the order plain, device work | pipeline | device work, plain.
 
 The device tokens, the pipeline's and the ceiling's alike, live in RAM (a folder in
-/dev/shm, ``--device-storage ram``, the default) or in the home (``home``). SoftHSM2
+/dev/shm, ``--device-storage ram``, the default) or in the home, on disk (``disk``). SoftHSM2
 rewrites a token's object file once per attribute (~20 times per object); on this
 host's ext4 that made a P-256 key pair cost 16 ms of processor and 34 ms of wall time,
 in RAM 4 ms (``bench/device_floor.py``), and a real token's own memory pays none of
@@ -265,7 +265,7 @@ def run_loadtest(count: int, key_type: str, processes: int, threads: int | None 
     if device_work:
         result["device_work_ceiling"] = loadreport.device_work(result, floor)
     where = storage or root
-    result["device_storage"] = {"where": "ram" if storage else "home", "path": str(where),
+    result["device_storage"] = {"where": "ram" if storage else "disk", "path": str(where),
                                 "filesystem": host.filesystem(where)}
     if home is None:
         shutil.rmtree(root, ignore_errors=True)
@@ -302,10 +302,10 @@ def _ram_folder(console: Console) -> Path | None:
               help="Simulated device latency added to each key generation (seconds).")
 @click.option("--sign-delay", default=0.0, show_default=True, type=click.FloatRange(0, 60),
               help="Simulated latency added to each CA signature (seconds).")
-@click.option("--device-storage", type=click.Choice(["ram", "home"]), default="ram", show_default=True,
+@click.option("--device-storage", type=click.Choice(["ram", "disk"]), default="ram", show_default=True,
               help="Where SoftHSM2 keeps the device tokens, the pipeline's and the ceiling's: RAM (/dev/shm) "
-              "stands in for a real token's own memory (removed at the end, --home or not); home puts them on "
-              "this host's disk.")
+              "stands in for a real token's own memory (removed at the end, --home or not); disk keeps them in "
+              "the home.")
 @click.option("--device-work", is_flag=True, help="Also run the ceiling with the device's own work in its loop "
               "(PINs, proof of possession, certificate and chain onto the device): how much of the gap is overhead.")
 def loadtest_command(count: int, key_type: str, processes: int | None, threads: int | None, home: Path | None,

@@ -94,8 +94,11 @@ def test_plan_predicts_a_simulated_latency_load_test_within_a_quarter(tmp_path: 
     time of another (0.4 s per keygen, 16 requests) within 25%. Both run back to back,
     so whatever else loads the machine loads both."""
     calibration = _loadtest(tmp_path, "calibration", "--count", "10", "--key-type", "ecdsa-p256", "--processes",
-                            "2", "--keygen-delay", "0.2", "--ceiling-count", "4")
+                            "2", "--keygen-delay", "0.2", "--ceiling-count", "4", "--device-storage", "disk")
     assert calibration["warnings"] == [], calibration["warnings"]
+    # this one kept its device tokens in the home, on disk: the packaged devices are there
+    assert calibration["device_storage"]["where"] == "disk"
+    assert len(list((tmp_path / "calibration" / "devices").iterdir())) >= 10
     measured = _loadtest(tmp_path, "measured", "--count", "16", "--key-type", "ecdsa-p256", "--processes", "2",
                          "--keygen-delay", "0.4", "--ceiling-count", "4")
     assert measured["warnings"] == [], measured["warnings"]
