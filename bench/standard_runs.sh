@@ -37,6 +37,10 @@ for kt in rsa2048 ecdsa-p256; do
             --json "$OUT/device_floor-$kt-$where.json" > /dev/null
     done
 done
+echo "== one queue hop with nothing in the stage, at RSA-2048's rate, with and without the poll floor" >&2
+for floor in 0 100; do
+    "$PY" bench/hop_cost.py --messages 600 --rate 9 --poll-floor-ms "$floor" --json "$OUT/hop_cost-floor$floor.json" > /dev/null
+done
 echo "== station growth" >&2
 "$PY" bench/station_growth.py --devices 2000 --json "$OUT/station_growth.json" > /dev/null
 "$PY" bench/summary.py "$OUT" > "$OUT/SUMMARY.md"

@@ -82,6 +82,13 @@ def main() -> None:
         for kt, where, run in steps:
             lines.append(f"| {kt}, {where} ({run['device_storage']['filesystem']}) | {run['ceiling_processor_ms']} "
                          f"| {run['device_work_beyond_ceiling_ms']} | **{run['efficiency_bound']:.0%}** |")
+    hops = [run for floor in (0, 100) if (run := _load(folder, f"hop_cost-floor{floor}.json"))]
+    if hops:
+        lines.append("")
+        lines.append("One queue hop with nothing in the stage (bench/hop_cost.py, worker + Redis + sender, processor "
+                     "ms per message): " + "; ".join(
+                         f"{run['rate_per_second']:g} messages/s, poll floor {run['poll_floor_ms']} ms: "
+                         f"**{run['processor_ms_per_hop']['total']}**" for run in hops) + ".")
     plan = _load(folder, "plan_check.json")
     if plan:
         lines.append("")

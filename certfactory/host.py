@@ -56,6 +56,19 @@ def _parents() -> dict[int, int]:
     return parents
 
 
+def tree_processor_seconds(pid: int) -> float:
+    """Processor seconds of a process and every live descendant of it."""
+    parents, family, ticks = _parents(), {pid}, 0
+    grew = True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in family} - family
+        family |= children
+        grew = bool(children)
+    for member in family:
+        ticks += _cpu_ticks(member) or 0
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class MemorySampler:
     """Samples the resident memory of each worker pool's processes in a thread.
 

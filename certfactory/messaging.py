@@ -7,9 +7,10 @@ from types import ModuleType
 from workers import broker as broker_module
 
 
-def actors_for(redis_url: str) -> ModuleType:
-    """Connect to the broker and return the actors module, bound to it."""
-    broker = broker_module.connect(redis_url)
+def actors_for(redis_url: str, poll_floor_ms: int = 0) -> ModuleType:
+    """Connect to the broker and return the actors module, bound to it (``poll_floor_ms``:
+    a worker's, see ``workers.broker.PacedRedisBroker``)."""
+    broker = broker_module.connect(redis_url, poll_floor_ms)
     from workers import actors
 
     for actor in (*actors.STAGES.values(), actors.record_exhausted, actors.refresh_index, actors.refresh_crl):

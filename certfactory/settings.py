@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     worker_processes: int = Field(default=0, ge=0, le=64, description="Station worker processes; 0 = one per core")
     worker_poll_ms: int = Field(default=500, ge=10, le=10_000,
                                 description="Longest wait of an idle worker between polls of an empty queue")
+    worker_poll_floor_ms: int = Field(default=100, ge=0, le=10_000,
+                                      description="Shortest wait between two polls of an empty queue (dramatiq "
+                                      "starts at 5 ms): fewer polls, at most this much latency per hop")
     # A simulated-latency device: SoftHSM2 makes an RSA key in milliseconds, a USB token in
     # seconds; the load test checks `certfactory plan` against the pipeline with these.
     simulated_keygen_seconds: float = Field(

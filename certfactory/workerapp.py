@@ -19,7 +19,7 @@ from monitoring.metrics import worker_metrics
 from workers import middleware as stage_middleware
 
 settings = Settings()
-actors = actors_for(wiring.redis_url(settings))
+actors = actors_for(wiring.redis_url(settings), settings.worker_poll_floor_ms)
 broker = dramatiq.get_broker()
 broker.add_middleware(Prometheus())  # bound to dramatiq_prom_host, set by the launcher (never 0.0.0.0)
 stage_middleware.install(broker, worker_metrics)
