@@ -111,34 +111,36 @@ def run(devices: int, key_type: str, home: Path) -> dict[str, Any]:
     generate_keypair = tokens.generate_keypair  # timed inside the station's path too: see _bound
     tokens.generate_keypair = lambda *args: steps.time(  # type: ignore[assignment]
         "key generation call", lambda: generate_keypair(*args))
-    for index in range(2 * devices):
-        if not blanks:
-            station.refresh()  # back from the packaged device's view (the pipeline: another process)
-            blanks = station.provision_blank(station.ports, known)
-            known.update(serial for serial, _ in blanks)
-        serial, token_dir = blanks.pop(0)
-        key_id = tokens.key_id_for(f"bench-{index}")
-        if index % 2:  # the ceiling's steps, on a device of its own
-            station.personalise(serial)
-            envelope = station.read_envelope(serial)
-            assert envelope is not None  # personalised a moment ago
-            pin = envelope.user_pin
-            token = station._token(serial)
-            with tokens.token_lock:
-                steps.time("ceiling: login + keygen",
-                           lambda: _login_keygen(token, pin, key_type, key_id, generate_keypair))
-            continue
-        steps.time("personalise: envelope + SO and user PINs", lambda: station.personalise(serial))
-        public_der, _ = steps.time(
-            "generate_key: login, keygen, proof of possession",
-            lambda: station.generate_key(serial, key_type, key_id, "cf-bench", lambda public: b"statement"))
-        steps.time("eject: token off the station", lambda: station.eject(serial, token_dir))
-        steps.time("write_certificates: re-read, login, 3 certificate objects",
-                   lambda: station.write_certificates(serial, key_id, "cf-bench",
-                                                      (os.urandom(1100), b"0\x00", public_der), CHAIN))
-        steps.time("manifest + sealed envelope", lambda: (station.write_manifest(serial, {"device": serial}),
-                                                          station.seal_envelope(serial, "now")))
-    tokens.generate_keypair = generate_keypair
+    try:
+        for index in range(2 * devices):
+            if not blanks:
+                station.refresh()  # back from the packaged device's view (the pipeline: another process)
+                blanks = station.provision_blank(station.ports, known)
+                known.update(serial for serial, _ in blanks)
+            serial, token_dir = blanks.pop(0)
+            key_id = tokens.key_id_for(f"bench-{index}")
+            if index % 2:  # the ceiling's steps, on a device of its own
+                station.personalise(serial)
+                envelope = station.read_envelope(serial)
+                assert envelope is not None  # personalised a moment ago
+                pin = envelope.user_pin
+                token = station._token(serial)
+                with tokens.token_lock:
+                    steps.time("ceiling: login + keygen",
+                               lambda: _login_keygen(token, pin, key_type, key_id, generate_keypair))
+                continue
+            steps.time("personalise: envelope + SO and user PINs", lambda: station.personalise(serial))
+            public_der, _ = steps.time(
+                "generate_key: login, keygen, proof of possession",
+                lambda: station.generate_key(serial, key_type, key_id, "cf-bench", lambda public: b"statement"))
+            steps.time("eject: token off the station", lambda: station.eject(serial, token_dir))
+            steps.time("write_certificates: re-read, login, 3 certificate objects",
+                       lambda: station.write_certificates(serial, key_id, "cf-bench",
+                                                          (os.urandom(1100), b"0\x00", public_der), CHAIN))
+            steps.time("manifest + sealed envelope", lambda: (station.write_manifest(serial, {"device": serial}),
+                                                              station.seal_envelope(serial, "now")))
+    finally:
+        tokens.generate_keypair = generate_keypair
     return _bound(steps, devices, key_type)
 
 

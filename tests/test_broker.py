@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
 from certfactory.embedded import RedisServer
 from workers.broker import PacedRedisBroker
+
+pytestmark = pytest.mark.integration
 
 
 def _empty_polls(server: RedisServer, floor_ms: int, timeout_ms: int, polls: int) -> float:

@@ -55,9 +55,9 @@ class PacedRedisBroker(RedisBroker):
     """dramatiq's Redis broker whose consumers wait at least ``poll_floor_ms`` between two
     polls of an empty queue. dramatiq polls again 5, 10, 20, 40 … ms after the last
     message, each poll a Lua script in Redis: a stage queue fed every ~110 ms (RSA-2048 at
-    9 certificates a second) cost 4.6–5.7 ms of processor per message with nothing in the
-    stage, 2.5 ms with a 100 ms floor (``bench/hop_cost.py``), for at most the floor in
-    latency per hop."""
+    9 certificates a second) cost 4.4–5.7 ms of processor per message with nothing in the
+    stage, 2.5–3.2 ms with a 100 ms floor (``bench/hop_cost.py``), for at most the floor
+    in latency per hop."""
 
     def __init__(self, *args: object, poll_floor_ms: int = 0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
