@@ -31,12 +31,14 @@ from schemas.status import RequestState as S
 def _add_requests(ledger: Ledger, count: int) -> list[str]:
     now = dt.datetime.now(dt.UTC)
     batch_id = uuid.uuid4().hex
-    rows = [{"id": uuid.uuid4().hex, "batch_id": batch_id, "agency_code": "BENCH", "request_ref": f"HS-{n:06d}",
-             "citizen_id": f"{n:012d}", "record": json.dumps({"full_name": "Nguyễn Văn A", "n": n}),
+    # a PostgreSQL database keeps earlier runs' rows: an agency and people of this run's own
+    agency, people = f"BENCH-{batch_id[:8]}", int(batch_id[:8], 16) * 10_000
+    rows = [{"id": uuid.uuid4().hex, "batch_id": batch_id, "agency_code": agency, "request_ref": f"HS-{n:06d}",
+             "citizen_id": f"{people + n:012d}"[-12:], "record": json.dumps({"full_name": "Nguyễn Văn A", "n": n}),
              "key_type": "ecdsa-p256", "state": S.received.value, "received_at": now, "updated_at": now}
             for n in range(count)]
     with ledger.transaction() as connection:
-        connection.execute(insert(batches).values(id=batch_id, agency_code="BENCH", source="bench", submitted_at=now,
+        connection.execute(insert(batches).values(id=batch_id, agency_code=agency, source="bench", submitted_at=now,
                                                   rows=count, accepted=count, rejected=0, duplicates=0))
         connection.execute(insert(requests), rows)
         append_audit(connection, [{"at": now, "request_id": row["id"], "batch_id": batch_id, "kind": "received",
