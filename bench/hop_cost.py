@@ -9,9 +9,12 @@ measures the processor time of the worker (with its fork), of redis-server and o
 sender, per message. ``--rate`` spaces the messages like a pipeline's stage queue
 (RSA-2048 at 9 certificates a second feeds each queue every ~110 ms); between messages
 the worker polls its empty queue with dramatiq's backoff, which is part of the cost.
+A burst (``--rate 2000``) instead keeps the queue full: ``drained_per_second`` is then
+how fast one worker thread with a prefetch of 4 empties a busy queue.
 
     .venv/bin/python bench/hop_cost.py --messages 600 --rate 9 --poll-floor-ms 0 \
         --json bench/results/hop_cost-floor0.json
+    .venv/bin/python bench/hop_cost.py --messages 600 --rate 2000 --json bench/results/hop_cost-burst.json
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def run(messages: int, rate: float, folder: Path, poll_ms: int, floor_ms: int) -
         server.stop()
     worker_ms, redis_ms, sender_ms = ((b - a) * 1000 / messages for a, b in zip(before, after, strict=True))
     return {"messages": messages, "rate_per_second": rate, "worker_poll_ms": poll_ms, "poll_floor_ms": floor_ms,
-            "seconds": round(wall, 2),
+            "send_and_drain_seconds": round(wall, 2), "drained_per_second": round(messages / wall, 1),
             "processor_ms_per_hop": {"worker": round(worker_ms, 3), "redis": round(redis_ms, 3),
                                      "sender": round(sender_ms, 3),
                                      "total": round(worker_ms + redis_ms + sender_ms, 3)},

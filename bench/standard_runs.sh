@@ -41,6 +41,8 @@ echo "== one queue hop with nothing in the stage, at RSA-2048's rate, with and w
 for floor in 0 100; do
     "$PY" bench/hop_cost.py --messages 600 --rate 9 --poll-floor-ms "$floor" --json "$OUT/hop_cost-floor$floor.json" > /dev/null
 done
+echo "== a burst through one worker thread: how fast a busy queue drains" >&2
+"$PY" bench/hop_cost.py --messages 600 --rate 2000 --json "$OUT/hop_cost-burst.json" > /dev/null
 echo "== station growth" >&2
 "$PY" bench/station_growth.py --devices 2000 --json "$OUT/station_growth.json" > /dev/null
 "$PY" bench/summary.py "$OUT" > "$OUT/SUMMARY.md"

@@ -89,6 +89,11 @@ def main() -> None:
                      "ms per message): " + "; ".join(
                          f"{run['rate_per_second']:g} messages/s, poll floor {run['poll_floor_ms']} ms: "
                          f"**{run['processor_ms_per_hop']['total']}**" for run in hops) + ".")
+    burst = _load(folder, "hop_cost-burst.json")
+    if burst and "drained_per_second" in burst:
+        lines.append("")
+        lines.append(f"A burst of {burst['messages']} messages through one worker thread (prefetch 4, poll floor "
+                     f"{burst['poll_floor_ms']} ms): drained at **{burst['drained_per_second']}/s**.")
     plan = _load(folder, "plan_check.json")
     if plan:
         lines.append("")
