@@ -138,9 +138,9 @@ def _drive(settings: Settings, ledger: Ledger, batch_id: str, total: int, pools:
         task = progress.add_task(f"{title} (published)", total=total, states="")
         counted = 0.0
         while True:
-            for request_id in ledger.request_ids(batch_id=batch_id, state=S.awaiting_activation):
-                if issuance.activate(request_id):
-                    actors.publish.send(request_id)
+            for request_id in issuance.activate_many(ledger.request_ids(batch_id=batch_id,
+                                                                        state=S.awaiting_activation)):
+                actors.publish.send(request_id)
             if time.monotonic() - counted < COUNT_SECONDS:  # counting the batch costs more than the poll
                 time.sleep(POLL_SECONDS)
                 continue

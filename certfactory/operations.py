@@ -60,7 +60,7 @@ def activate(settings: Settings, request_ids: list[str], effective_at: dt.dateti
     them to publication, now or at ``effective_at``. Returns the ids activated now
     (asked again: none, harmlessly)."""
     issuance = wiring.issuance(settings, "general")
-    activated = [request_id for request_id in request_ids if issuance.activate(request_id, effective_at)]
+    activated = issuance.activate_many(request_ids, effective_at)
     if activated:
         actors = actors_for(wiring.redis_url(settings))
         delay_ms = 0

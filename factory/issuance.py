@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -271,21 +271,33 @@ class Issuance:
             self.ledger.transition(request_id, S.packaged, S.awaiting_activation, connection=connection)
         return False  # parked: activation resumes it
 
+    ACTIVATIONS_PER_TRANSACTION = 200  # a ministry's thousands hold the writers' lock in short turns
+
     def activate(self, request_id: str, effective_at: dt.datetime | None = None) -> bool:
         """awaiting_activation → activated: the agency handed the device over and asks for
         the effective time (now, or a later ``effective_at``: publication waits for it).
         True when this call activated it (then send publish)."""
-        state, _ = self._row(request_id)
-        if state != S.awaiting_activation:
-            return False
+        return bool(self.activate_many([request_id], effective_at))
+
+    def activate_many(self, request_ids: Sequence[str], effective_at: dt.datetime | None = None) -> list[str]:
+        """``activate`` for many requests, a few hundred to a transaction rather than one
+        each: the ids this call activated, in order; the others were not awaiting activation
+        (already activated, or not yet packaged) and are left as they are."""
         now = self.clock()
-        try:
-            self._settle(request_id, S.awaiting_activation, S.activated, activation_requested_at=now,
-                         effective_at=effective_at if effective_at and effective_at > now else None,
-                         publish_deadline=self.calendar.deadline(now, PUBLISH_WORKING_DAYS))
-        except StateConflict:
-            return False
-        return True
+        fields = {"activation_requested_at": now,
+                  "effective_at": effective_at if effective_at and effective_at > now else None,
+                  "publish_deadline": self.calendar.deadline(now, PUBLISH_WORKING_DAYS)}
+        activated: list[str] = []
+        for start in range(0, len(request_ids), self.ACTIVATIONS_PER_TRANSACTION):
+            with self.ledger.transaction() as connection:
+                for request_id in request_ids[start:start + self.ACTIVATIONS_PER_TRANSACTION]:
+                    try:  # the compare-and-set alone decides: a conflict writes nothing
+                        self.ledger.transition(request_id, S.awaiting_activation, S.activated,
+                                               connection=connection, **fields)
+                    except StateConflict:
+                        continue
+                    activated.append(request_id)
+        return activated
 
     def publish(self, request_id: str) -> bool:
         """activated → published: into the repository, hold released, effective from now."""
