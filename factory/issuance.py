@@ -273,16 +273,12 @@ class Issuance:
 
     ACTIVATIONS_PER_TRANSACTION = 200  # a ministry's thousands hold the writers' lock in short turns
 
-    def activate(self, request_id: str, effective_at: dt.datetime | None = None) -> bool:
-        """awaiting_activation → activated: the agency handed the device over and asks for
-        the effective time (now, or a later ``effective_at``: publication waits for it).
-        True when this call activated it (then send publish)."""
-        return bool(self.activate_many([request_id], effective_at))
-
     def activate_many(self, request_ids: Sequence[str], effective_at: dt.datetime | None = None) -> list[str]:
-        """``activate`` for many requests, a few hundred to a transaction rather than one
-        each: the ids this call activated, in order; the others were not awaiting activation
-        (already activated, or not yet packaged) and are left as they are."""
+        """awaiting_activation → activated: the agency handed the devices over and asks for
+        the effective time (now, or a later ``effective_at``: publication waits for it). A
+        few hundred to a transaction rather than one each. Returns the ids this call
+        activated, in order (send publish for those); the others were not awaiting
+        activation (already activated, or not yet packaged) and are left as they are."""
         now = self.clock()
         fields = {"activation_requested_at": now,
                   "effective_at": effective_at if effective_at and effective_at > now else None,
